@@ -1,0 +1,166 @@
+"""DETR's convolutional backbone and its 2-D position embeddings.
+
+The backbone is any timm CNN created with ``features_only=True``; its batch norms are replaced by
+``torchvision.ops.FrozenBatchNorm2d`` (DETR trains with small per-GPU batches, where batch statistics are
+noise) and, as in the paper, its stem and first stage are frozen. The image mask follows each feature map by
+nearest-neighbour downsampling.
+
+The position embeddings follow facebookresearch/detr (``models/position_encoding.py``): the sine version
+normalizes each image's cumulative row/column index by its own unpadded extent, so an image's positions do
+not depend on how much padding its batch adds.
+"""
+
+import math
+
+import timm
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from .configuration_detr import DetrConfig
+
+
+def freeze_batch_norms(module: nn.Module) -> nn.Module:
+    """Replace every `nn.BatchNorm2d` below `module` (in place) by a `FrozenBatchNorm2d` with the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            if child.weight is not None and child.weight.device.type != "meta":
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norms(child)
+    return module
+
+
+class DetrConvBackbone(nn.Module):
+    """A timm CNN returning the feature maps of its last four stages, each with its downsampled pixel mask.
+
+    Attributes:
+        model: the timm `FeatureListNet` (its parameter names are those of the timm model).
+        channels (`list[int]`): channels of the four returned feature maps.
+    """
+
+    out_indices = (1, 2, 3, 4)
+
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        kwargs = {"output_stride": 16} if config.dilation else {}
+        try:
+            model = timm.create_model(
+                config.backbone,
+                pretrained=config.use_pretrained_backbone,
+                features_only=True,
+                out_indices=self.out_indices,
+                in_chans=config.num_channels,
+                **kwargs,
+            )
+        except (RuntimeError, OSError) as error:
+            if config.use_pretrained_backbone:  # timm raises OSError when the weights are neither cached nor reachable
+                raise RuntimeError(
+                    f"could not load timm's pretrained weights for backbone={config.backbone!r} (no local copy and no "
+                    "connection?); build with use_pretrained_backbone=False to start from random weights"
+                ) from error
+            raise
+        with torch.no_grad():
+            self.model = freeze_batch_norms(model)
+        self.channels = list(model.feature_info.channels())
+        if config.freeze_backbone_stem:
+            self._freeze_stem_and_first_stage()
+
+    def _freeze_stem_and_first_stage(self):
+        # FeatureListNet holds the stem modules, then the stages, as ordered children; the first returned feature
+        # map (out index 1) is the output of the first stage. Freeze every child up to and including it.
+        first_stage = self.model.feature_info.module_name()[0].replace(".", "_")
+        names = [name for name, _ in self.model.named_children()]
+        if first_stage not in names:
+            raise ValueError(f"cannot find the first stage {first_stage!r} of the backbone among {names}")
+        for name in names[: names.index(first_stage) + 1]:
+            getattr(self.model, name).requires_grad_(False)
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`): padded images.
+            pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`): 1 on real pixels, 0 on padding.
+
+        Returns:
+            `list` of `(feature_map, mask)`, one per stage: `feature_map` of shape `(batch_size, C_i, H_i, W_i)` and
+            `mask` (`torch.BoolTensor`) of shape `(batch_size, H_i, W_i)`, True on cells that cover real pixels.
+        """
+        features = self.model(pixel_values)
+        mask = pixel_mask[None].float()  # (1, B, H, W): interpolate treats B as channels
+        return [
+            (feature_map, nn.functional.interpolate(mask, size=feature_map.shape[-2:]).to(torch.bool)[0])
+            for feature_map in features
+        ]
+
+
+class DetrSinePositionEmbedding(nn.Module):
+    """Fixed 2-D sine/cosine positions: half of the channels encode the row, half the column.
+
+    Row (column) indices are counted only over real pixels and divided by the image's own number of valid rows
+    (columns), then scaled to [0, 2*pi]; padding cells get position 0.
+    """
+
+    def __init__(self, embedding_dim: int, temperature: float = 10000.0, scale: float = 2 * math.pi):
+        super().__init__()
+        self.num_position_features = embedding_dim // 2
+        self.temperature = temperature
+        self.scale = scale
+
+    def forward(self, mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """
+        Args:
+            mask (`torch.BoolTensor` of shape `(batch_size, height, width)`): True on valid feature cells.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, height * width, 2 * num_position_features)`, in `dtype`.
+        """
+        valid = mask.to(torch.float32)  # positions are always computed in fp32, then cast
+        y_embed = valid.cumsum(1)
+        x_embed = valid.cumsum(2)
+        eps = 1e-6
+        y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+        x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+
+        dim_t = torch.arange(self.num_position_features, dtype=torch.float32, device=mask.device)
+        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_position_features)
+        pos_x = x_embed[..., None] / dim_t  # (B, H, W, F)
+        pos_y = y_embed[..., None] / dim_t
+        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((pos_y, pos_x), dim=3).flatten(1, 2).to(dtype)  # (B, H*W, 2F)
+
+
+class DetrLearnedPositionEmbedding(nn.Module):
+    """Learned absolute positions: a column table and a row table of 50 entries each (at most 50x50 cells)."""
+
+    max_positions = 50
+
+    def __init__(self, embedding_dim: int):
+        super().__init__()
+        self.row_embeddings = nn.Embedding(self.max_positions, embedding_dim // 2)
+        self.column_embeddings = nn.Embedding(self.max_positions, embedding_dim // 2)
+
+    def forward(self, mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Same contract as [`DetrSinePositionEmbedding.forward`]; only the mask's shape is used."""
+        batch_size, height, width = mask.shape
+        if height > self.max_positions or width > self.max_positions:
+            raise ValueError(
+                f"learned position embeddings cover at most {self.max_positions}x{self.max_positions} feature cells, "
+                f"got a {height}x{width} feature map; use smaller images or position_embedding_type='sine'"
+            )
+        x_emb = self.column_embeddings(torch.arange(width, device=mask.device))  # (W, F)
+        y_emb = self.row_embeddings(torch.arange(height, device=mask.device))  # (H, F)
+        pos = torch.cat([x_emb[None].expand(height, -1, -1), y_emb[:, None].expand(-1, width, -1)], dim=-1)
+        return pos.flatten(0, 1)[None].expand(batch_size, -1, -1).to(dtype)  # (B, H*W, 2F)
+
+
+def build_position_embedding(config: DetrConfig) -> nn.Module:
+    if config.position_embedding_type == "sine":
+        return DetrSinePositionEmbedding(config.d_model)
+    return DetrLearnedPositionEmbedding(config.d_model)

@@ -1,0 +1,175 @@
+"""Configuration of DETR (Carion et al., 2020, "End-to-End Object Detection with Transformers").
+
+The field names are those of transformers' ``DetrConfig`` wherever the concept is the same, so that users
+coming from transformers find them. The defaults are the paper's (and facebookresearch/detr's), which differ
+from transformers' in three places: auxiliary decoding losses are on, and dropout is also applied to the
+attention weights and inside the feed-forward block (``attention_dropout``, ``activation_dropout``), as
+``nn.MultiheadAttention(dropout=0.1)`` and the FFN dropout of the official code do.
+"""
+
+from transformers import PretrainedConfig
+
+_POSITION_EMBEDDING_TYPES = ("sine", "learned")
+_ACTIVATIONS = ("relu", "gelu", "silu")
+
+
+class DetrConfig(PretrainedConfig):
+    r"""Architecture settings, matching costs and loss weights of [`DetrForObjectDetection`].
+
+    Args:
+        num_labels (`int`, *optional*, defaults to 91):
+            Number of object classes, without the extra "no object" class that the classifier adds. The default is
+            the official COCO setting (largest category id 90, plus one). Set through `id2label` or `num_labels`.
+        num_channels (`int`, *optional*, defaults to 3): Channels of the input images.
+        num_queries (`int`, *optional*, defaults to 100):
+            Number of object queries (detection slots), the most objects one image can be given.
+        d_model (`int`, *optional*, defaults to 256): Width of the transformer.
+        encoder_layers / decoder_layers (`int`, *optional*, defaults to 6): Number of layers.
+        encoder_attention_heads / decoder_attention_heads (`int`, *optional*, defaults to 8): Attention heads.
+        encoder_ffn_dim / decoder_ffn_dim (`int`, *optional*, defaults to 2048): Hidden size of the feed-forward blocks.
+        activation_function (`str`, *optional*, defaults to `"relu"`): One of `"relu"`, `"gelu"`, `"silu"`.
+        dropout (`float`, *optional*, defaults to 0.1): Dropout on the residual branches.
+        attention_dropout (`float`, *optional*, defaults to 0.1): Dropout on the attention weights.
+        activation_dropout (`float`, *optional*, defaults to 0.1): Dropout between the two feed-forward layers.
+        pre_norm (`bool`, *optional*, defaults to `False`):
+            LayerNorm before each sub-block (the official `--pre_norm`) instead of after it (the paper's default).
+            With pre-norm the encoder gets a final LayerNorm.
+        decoder_chained_norm (`bool`, *optional*, defaults to `False`):
+            Compatibility with transformers' `DetrDecoder` when its `auxiliary_loss` is on: there each decoder layer
+            receives the *normalized* output of the previous layer, and the last output is normalized twice. The
+            official DETR normalizes a copy for the heads and leaves the residual stream alone (`False`). Set by
+            `convert_transformers_detr` so converted checkpoints keep their outputs.
+        auxiliary_loss (`bool`, *optional*, defaults to `True`):
+            Apply the Hungarian loss to the output of every decoder layer (the paper's auxiliary decoding losses).
+        position_embedding_type (`str`, *optional*, defaults to `"sine"`):
+            `"sine"` (fixed, normalized over each image's unpadded region) or `"learned"` (row and column tables of
+            50 entries, so at most 50x50 feature cells).
+        backbone (`str`, *optional*, defaults to `"resnet50"`): Any timm CNN that supports `features_only`.
+        use_pretrained_backbone (`bool`, *optional*, defaults to `False`):
+            Load timm's ImageNet weights for the backbone when the model is built (needs them in the local cache or
+            a connection to the Hub). Leave off when loading a trained checkpoint.
+        dilation (`bool`, *optional*, defaults to `False`):
+            Replace the stride of the last backbone stage by a dilation (DETR-DC5: stride 16 instead of 32).
+        freeze_backbone_stem (`bool`, *optional*, defaults to `True`):
+            Freeze the backbone's stem and first stage, as the paper does. Batch norms are always frozen.
+        init_std (`float`, *optional*, defaults to 0.02): Kept for transformers compatibility (not used by the
+            Xavier initialisation of the transformer, which follows the official code).
+        init_xavier_std (`float`, *optional*, defaults to 1.0): Gain of the Xavier initialisation.
+        class_cost / bbox_cost / giou_cost (`float`, *optional*, defaults to 1 / 5 / 2):
+            Weights of the classification, L1 and GIoU terms in the matching cost.
+        bbox_loss_coefficient / giou_loss_coefficient (`float`, *optional*, defaults to 5 / 2):
+            Weights of the L1 and GIoU losses; `ce_loss_coefficient` (defaults to 1) weighs the classification loss.
+        eos_coefficient (`float`, *optional*, defaults to 0.1):
+            Relative weight of the "no object" class in the classification loss (the paper's `eos_coef`).
+    """
+
+    model_type = "detrvilt_detr"
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        num_queries: int = 100,
+        d_model: int = 256,
+        encoder_layers: int = 6,
+        decoder_layers: int = 6,
+        encoder_attention_heads: int = 8,
+        decoder_attention_heads: int = 8,
+        encoder_ffn_dim: int = 2048,
+        decoder_ffn_dim: int = 2048,
+        activation_function: str = "relu",
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_dropout: float = 0.1,
+        pre_norm: bool = False,
+        decoder_chained_norm: bool = False,
+        auxiliary_loss: bool = True,
+        position_embedding_type: str = "sine",
+        backbone: str = "resnet50",
+        use_pretrained_backbone: bool = False,
+        dilation: bool = False,
+        freeze_backbone_stem: bool = True,
+        init_std: float = 0.02,
+        init_xavier_std: float = 1.0,
+        class_cost: float = 1.0,
+        bbox_cost: float = 5.0,
+        giou_cost: float = 2.0,
+        ce_loss_coefficient: float = 1.0,
+        bbox_loss_coefficient: float = 5.0,
+        giou_loss_coefficient: float = 2.0,
+        eos_coefficient: float = 0.1,
+        **kwargs,
+    ):
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["num_labels"] = 91
+        self.num_channels = num_channels
+        self.num_queries = num_queries
+        self.d_model = d_model
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.encoder_attention_heads = encoder_attention_heads
+        self.decoder_attention_heads = decoder_attention_heads
+        self.encoder_ffn_dim = encoder_ffn_dim
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.activation_function = activation_function
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.pre_norm = pre_norm
+        self.decoder_chained_norm = decoder_chained_norm
+        self.auxiliary_loss = auxiliary_loss
+        self.position_embedding_type = position_embedding_type
+        self.backbone = backbone
+        self.use_pretrained_backbone = use_pretrained_backbone
+        self.dilation = dilation
+        self.freeze_backbone_stem = freeze_backbone_stem
+        self.init_std = init_std
+        self.init_xavier_std = init_xavier_std
+        self.class_cost = class_cost
+        self.bbox_cost = bbox_cost
+        self.giou_cost = giou_cost
+        self.ce_loss_coefficient = ce_loss_coefficient
+        self.bbox_loss_coefficient = bbox_loss_coefficient
+        self.giou_loss_coefficient = giou_loss_coefficient
+        self.eos_coefficient = eos_coefficient
+        kwargs.setdefault("is_encoder_decoder", True)
+        super().__init__(**kwargs)
+        self.validate_detr()
+
+    def validate_detr(self):
+        """Raise `ValueError` for settings the model cannot be built with (called by `__init__`)."""
+        for name in ("num_channels", "num_queries", "d_model", "encoder_attention_heads", "decoder_attention_heads",
+                     "encoder_ffn_dim", "decoder_ffn_dim", "decoder_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.encoder_layers, int) or self.encoder_layers < 0:
+            raise ValueError(f"encoder_layers must be a non-negative integer, got {self.encoder_layers!r}")
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, name):
+                raise ValueError(f"d_model={self.d_model} must be divisible by {name}={getattr(self, name)}")
+        if self.d_model % 4:
+            raise ValueError(f"d_model must be divisible by 4 for the 2-D sine positions, got {self.d_model}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if self.position_embedding_type not in _POSITION_EMBEDDING_TYPES:
+            raise ValueError(
+                f"position_embedding_type must be one of {_POSITION_EMBEDDING_TYPES}, got {self.position_embedding_type!r}"
+            )
+        if self.activation_function not in _ACTIVATIONS:
+            raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {self.activation_function!r}")
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"backbone must be the name of a timm model, got {self.backbone!r}")
+        costs = (self.class_cost, self.bbox_cost, self.giou_cost)
+        if any(c < 0 for c in costs) or not any(costs):
+            raise ValueError(f"matching costs must be >= 0 and not all zero, got class/bbox/giou = {costs}")
+        if not 0.0 < self.eos_coefficient <= 1.0:
+            raise ValueError(f"eos_coefficient must be in (0, 1], got {self.eos_coefficient!r}")
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")

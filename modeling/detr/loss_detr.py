@@ -1,0 +1,339 @@
+"""The Hungarian (set-prediction) loss of DETR.
+
+A bipartite matching between the N predicted slots and the M ground-truth objects of each image (found by
+``scipy.optimize.linear_sum_assignment`` on a cost that mixes class probability, L1 box distance and GIoU),
+then cross-entropy on every slot (unmatched slots must predict "no object", down-weighted by ``eos_coef``) and
+L1 + GIoU on the matched boxes, normalized by the number of ground-truth boxes. With auxiliary decoding losses
+the same loss, with its own matching, is applied to the output of every decoder layer.
+
+Follows the algorithm of facebookresearch/detr (``models/matcher.py``, ``models/detr.py``). Changes:
+
+- the cost matrices of all decoder layers and all images are built in one batched pass (per image, padded to
+  the largest target count, not across the whole batch) and copied to the host once;
+- non-finite costs are replaced on the host by a value larger than any finite cost, so that NaN predictions
+  are matched last instead of crashing the solver;
+- the losses of all layers are computed together from one gather of the matched pairs;
+- ``num_boxes`` is the box count summed over all processes divided by the world size, clamped to >= 1, as the
+  official code does (transformers' DETR loss divides by the world size twice under Accelerate);
+- everything runs in fp32 with autocast disabled.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss
+
+
+def check_detection_labels(labels, batch_size: int) -> None:
+    """Check the structure of detection labels (no device sync); raise `TypeError`/`ValueError` naming the culprit.
+
+    Args:
+        labels (`list[dict]`): one dict per image with `class_labels` (`torch.LongTensor` of shape `(n,)`) and
+            `boxes` (`torch.FloatTensor` of shape `(n, 4)`, normalized cx, cy, w, h).
+        batch_size (`int`): number of images the labels must describe.
+    """
+    if not isinstance(labels, Sequence) or isinstance(labels, (str, bytes)):
+        raise TypeError(f"labels must be a list with one dict per image, got {type(labels).__name__}")
+    if len(labels) != batch_size:
+        raise ValueError(f"labels must have one dict per image ({batch_size}), got {len(labels)}")
+    for i, target in enumerate(labels):
+        if not isinstance(target, Mapping):
+            raise TypeError(f"labels[{i}] must be a dict, got {type(target).__name__}")
+        for key in ("class_labels", "boxes"):
+            if key not in target:
+                raise ValueError(f"labels[{i}] is missing the key {key!r} (has {sorted(target)})")
+            if not isinstance(target[key], torch.Tensor):
+                raise TypeError(f"labels[{i}][{key!r}] must be a torch.Tensor, got {type(target[key]).__name__}")
+        classes, boxes = target["class_labels"], target["boxes"]
+        if boxes.ndim != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"labels[{i}]['boxes'] must be (n, 4) in normalized cxcywh, got shape {tuple(boxes.shape)}")
+        if not boxes.is_floating_point():
+            raise TypeError(f"labels[{i}]['boxes'] must be a float tensor, got {boxes.dtype}")
+        if classes.ndim != 1 or classes.shape[0] != boxes.shape[0]:
+            raise ValueError(
+                f"labels[{i}]['class_labels'] must be (n,) with n = {boxes.shape[0]} boxes, got shape {tuple(classes.shape)}"
+            )
+        if classes.is_floating_point() or classes.dtype == torch.bool:
+            raise TypeError(f"labels[{i}]['class_labels'] must be an integer tensor, got {classes.dtype}")
+
+
+def _flatten_targets(labels, device):
+    """Concatenate the targets of all images. Returns class ids (T,), boxes (T, 4) in fp32 and per-image counts."""
+    sizes = [len(t["class_labels"]) for t in labels]
+    class_ids = torch.cat([t["class_labels"] for t in labels]).to(device=device, dtype=torch.int64)
+    boxes = torch.cat([t["boxes"] for t in labels]).to(device=device, dtype=torch.float32)
+    return class_ids, boxes, sizes
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment between predicted slots and ground-truth objects, per image and per decoder layer.
+
+    There are more slots than objects, so each object gets exactly one slot and the remaining slots are left
+    unmatched: the loss then teaches them to predict "no object". The cost of giving object j to slot i is
+    ``class_cost * (-p_i(c_j)) + bbox_cost * |b_i - b_j|_1 + giou_cost * (-GIoU(b_i, b_j))``; the negative
+    probability (not the log) keeps the class term on the scale of the box terms, as in the paper.
+
+    Args:
+        class_cost (`float`): weight of the classification term.
+        bbox_cost (`float`): weight of the L1 distance between normalized cx, cy, w, h boxes.
+        giou_cost (`float`): weight of the generalized IoU term.
+    """
+
+    def __init__(self, class_cost: float = 1.0, bbox_cost: float = 5.0, giou_cost: float = 2.0):
+        super().__init__()
+        if min(class_cost, bbox_cost, giou_cost) < 0 or not any((class_cost, bbox_cost, giou_cost)):
+            raise ValueError(
+                f"matching costs must be >= 0 and not all zero, got class/bbox/giou = {(class_cost, bbox_cost, giou_cost)}"
+            )
+        self.class_cost = class_cost
+        self.bbox_cost = bbox_cost
+        self.giou_cost = giou_cost
+
+    @torch.no_grad()
+    def forward(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels) -> list:
+        """
+        Args:
+            logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels + 1)`, or with a leading
+                `num_layers` dimension): class logits, the last class being "no object".
+            pred_boxes (`torch.FloatTensor` of the same leading shape and last dimension 4): normalized cx, cy, w, h.
+            labels (`list[dict]`): per image `class_labels` `(n,)` and `boxes` `(n, 4)` (normalized cx, cy, w, h).
+
+        Returns:
+            For 3-D inputs, a list with one `(pred_indices, target_indices)` pair of `torch.LongTensor` (on the CPU)
+            per image, each of length `min(num_queries, n)`, `pred_indices` sorted; for 4-D inputs, one such list
+            per layer.
+        """
+        stacked = logits.ndim == 4
+        if not stacked:
+            logits, pred_boxes = logits[None], pred_boxes[None]
+        check_detection_labels(labels, logits.shape[1])
+        indices = self.match_layers(logits, pred_boxes, labels)
+        as_tensors = [
+            [(torch.as_tensor(p, dtype=torch.int64), torch.as_tensor(t, dtype=torch.int64)) for p, t in layer]
+            for layer in indices
+        ]
+        return as_tensors if stacked else as_tensors[0]
+
+    @torch.no_grad()
+    def match_layers(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels, num_labels: int | None = None):
+        """Matching for stacked layers, `logits` `(L, B, Q, C+1)` and `pred_boxes` `(L, B, Q, 4)`.
+
+        Returns a list (per layer) of lists (per image) of `(pred_indices, target_indices)` numpy int64 arrays.
+        If `num_labels` is given, class ids outside `[0, num_labels)` raise `ValueError` (checked on the host,
+        after the single device-to-host copy, so the check costs no extra sync).
+        """
+        num_layers, batch_size, num_queries, num_classes = logits.shape
+        class_ids, target_boxes, sizes = _flatten_targets(labels, logits.device)
+        max_targets = max(sizes, default=0)
+        if max_targets == 0:
+            empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            return [[empty] * batch_size for _ in range(num_layers)]
+
+        # Pad the targets per image to max_targets: costs are computed per image, never across images.
+        image_of_target = np.repeat(np.arange(batch_size), sizes)
+        slot = np.arange(len(image_of_target)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        image_of_target, slot = torch.from_numpy(np.stack([image_of_target, slot])).to(logits.device, non_blocking=True)
+        padded_ids = class_ids.new_zeros(batch_size, max_targets)
+        padded_boxes = target_boxes.new_full((batch_size, max_targets, 4), 0.5)
+        padded_ids[image_of_target, slot] = class_ids.clamp(0, num_classes - 1)  # clamped here, checked below
+        padded_boxes[image_of_target, slot] = target_boxes
+
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            prob = logits.float().softmax(-1)  # (L, B, Q, C+1)
+            boxes = pred_boxes.float()
+            index = padded_ids[None, :, None, :].expand(num_layers, -1, num_queries, -1)
+            cost_class = -prob.gather(-1, index)  # (L, B, Q, M)
+            cost_bbox = torch.cdist(boxes, padded_boxes[None].expand(num_layers, -1, -1, -1), p=1)  # (L, B, Q, M)
+            cost_giou = -generalized_box_iou(
+                box_convert(boxes, "cxcywh", "xyxy"),
+                box_convert(padded_boxes, "cxcywh", "xyxy")[None].expand(num_layers, -1, -1, -1),
+            )  # (L, B, Q, M)
+            cost = self.bbox_cost * cost_bbox + self.class_cost * cost_class + self.giou_cost * cost_giou
+
+        # One device-to-host copy: the costs, plus each image's smallest and largest class id for the range check.
+        id_range = torch.stack([
+            class_ids.new_zeros(batch_size).scatter_reduce(0, image_of_target, class_ids, "amin", include_self=False),
+            class_ids.new_zeros(batch_size).scatter_reduce(0, image_of_target, class_ids, "amax", include_self=False),
+        ], dim=1)
+        host = torch.cat([cost.flatten(), id_range.flatten().float()]).cpu().numpy()
+        cost_np = host[: cost.numel()].reshape(num_layers, batch_size, num_queries, max_targets)
+        if num_labels is not None:
+            id_range_np = host[cost.numel():].reshape(batch_size, 2)
+            for i, size in enumerate(sizes):
+                low, high = id_range_np[i]
+                if size and (low < 0 or high >= num_labels):
+                    bad = int(low) if low < 0 else int(high)
+                    raise ValueError(
+                        f"labels[{i}]['class_labels'] must be in [0, num_labels={num_labels}), got class id {bad}"
+                    )
+
+        finite = np.isfinite(cost_np)
+        if not finite.all():
+            # Larger than any finite cost: such pairs are matched only when nothing else is left.
+            largest = np.abs(cost_np[finite]).max(initial=0.0)
+            cost_np = np.where(finite, cost_np, 1e3 * (1.0 + largest))
+
+        return [
+            [linear_sum_assignment(cost_np[layer, i, :, :size]) if size else
+             (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+             for i, size in enumerate(sizes)]
+            for layer in range(num_layers)
+        ]
+
+
+def _get(outputs, key):
+    return outputs[key] if isinstance(outputs, Mapping) else getattr(outputs, key, None)
+
+
+class DetrLoss(nn.Module):
+    """The Hungarian loss of DETR, for the final decoder layer and (optionally) every auxiliary layer.
+
+    Use it inside the model (`forward(labels=...)` calls it) or on its own, e.g. as Trainer's
+    `compute_loss_func`: ``loss = DetrLoss.from_config(config)(outputs, labels)``.
+
+    Args:
+        num_labels (`int`): number of object classes (the "no object" class is `num_labels`).
+        matcher (`HungarianMatcher`): the matching.
+        eos_coef (`float`): weight of the "no object" class in the cross-entropy.
+        ce_loss_coefficient, bbox_loss_coefficient, giou_loss_coefficient (`float`): weights of the three losses
+            in the total.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        matcher: HungarianMatcher | None = None,
+        eos_coef: float = 0.1,
+        ce_loss_coefficient: float = 1.0,
+        bbox_loss_coefficient: float = 5.0,
+        giou_loss_coefficient: float = 2.0,
+    ):
+        super().__init__()
+        self.num_labels = num_labels
+        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        self.eos_coef = eos_coef
+        self.weights = {"loss_ce": ce_loss_coefficient, "loss_bbox": bbox_loss_coefficient,
+                        "loss_giou": giou_loss_coefficient}
+
+    @classmethod
+    def from_config(cls, config) -> "DetrLoss":
+        """Build the loss from a [`DetrConfig`] (matching costs, loss weights, `eos_coefficient`, `num_labels`)."""
+        return cls(
+            num_labels=config.num_labels,
+            matcher=HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost),
+            eos_coef=config.eos_coefficient,
+            ce_loss_coefficient=config.ce_loss_coefficient,
+            bbox_loss_coefficient=config.bbox_loss_coefficient,
+            giou_loss_coefficient=config.giou_loss_coefficient,
+        )
+
+    def forward(self, outputs, labels, num_items_in_batch=None) -> torch.Tensor:
+        """The total loss, with the signature Trainer's `compute_loss_func` expects.
+
+        Args:
+            outputs: a model output (or dict) with `logits` `(B, Q, C+1)`, `pred_boxes` `(B, Q, 4)` and, when
+                auxiliary losses are wanted, `auxiliary_outputs` (a list of dicts with the same two keys).
+            labels (`list[dict]`): see [`check_detection_labels`].
+            num_items_in_batch: ignored; the box count is taken from `labels` and summed over processes.
+        """
+        return self.loss_and_dict(outputs, labels)[0]
+
+    def loss_and_dict(self, outputs, labels) -> tuple[torch.Tensor, dict]:
+        """Like `forward`, also returning the dict of every term (see [`compute`])."""
+        logits, pred_boxes = _get(outputs, "logits"), _get(outputs, "pred_boxes")
+        if logits is None or pred_boxes is None:
+            raise ValueError("outputs must have 'logits' and 'pred_boxes'")
+        auxiliary = _get(outputs, "auxiliary_outputs") or []
+        logits = torch.stack([a["logits"] for a in auxiliary] + [logits])
+        pred_boxes = torch.stack([a["pred_boxes"] for a in auxiliary] + [pred_boxes])
+        return self.compute(logits, pred_boxes, labels)
+
+    def compute(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels) -> tuple[torch.Tensor, dict]:
+        """
+        Args:
+            logits (`torch.FloatTensor` of shape `(num_layers, batch_size, num_queries, num_labels + 1)`): class
+                logits of every decoder layer whose loss is wanted, the final layer last.
+            pred_boxes (`torch.FloatTensor` of shape `(num_layers, batch_size, num_queries, 4)`): normalized cx, cy,
+                w, h boxes of the same layers.
+            labels (`list[dict]`): one dict per image, `class_labels` `(n,)` and `boxes` `(n, 4)` (normalized cx,
+                cy, w, h, relative to the unpadded image). Images without objects have `boxes` of shape `(0, 4)`.
+
+        Returns:
+            `(loss, loss_dict)`: `loss` the weighted sum over layers; `loss_dict` with `loss_ce`, `loss_bbox`,
+            `loss_giou`, `cardinality_error` for the final layer and the same names suffixed `_{i}` for auxiliary
+            layer `i` (0 = first decoder layer).
+        """
+        if logits.ndim != 4 or pred_boxes.shape != logits.shape[:3] + (4,):
+            raise ValueError(
+                f"logits must be (L, B, Q, C+1) and pred_boxes (L, B, Q, 4), got {tuple(logits.shape)} and "
+                f"{tuple(pred_boxes.shape)}"
+            )
+        if logits.shape[-1] != self.num_labels + 1:
+            raise ValueError(f"logits must have num_labels + 1 = {self.num_labels + 1} classes, got {logits.shape[-1]}")
+        num_layers, batch_size, num_queries, _ = logits.shape
+        device = logits.device
+        check_detection_labels(labels, batch_size)
+        indices = self.matcher.match_layers(logits, pred_boxes, labels, num_labels=self.num_labels)
+        class_ids, target_boxes, sizes = _flatten_targets(labels, device)
+
+        # Matched pairs of all layers, built on the host and moved in one copy: layer, image, slot, target row.
+        offsets = np.cumsum(sizes) - sizes
+        rows = [
+            np.stack([np.full(len(pred), layer), np.full(len(pred), image), pred, offsets[image] + tgt])
+            for layer, per_image in enumerate(indices)
+            for image, (pred, tgt) in enumerate(per_image)
+        ]
+        pairs = torch.from_numpy(np.concatenate(rows, axis=1).astype(np.int64)).to(device, non_blocking=True)
+        layer_idx, image_idx, query_idx, target_idx = pairs
+
+        with torch.autocast(device_type=device.type, enabled=False):
+            logits = logits.float()
+            pred_boxes = pred_boxes.float()
+
+            # Classification: every slot, "no object" for the unmatched ones, weighted mean per layer.
+            target_classes = torch.full((num_layers, batch_size, num_queries), self.num_labels, dtype=torch.int64,
+                                        device=device)
+            target_classes[layer_idx, image_idx, query_idx] = class_ids[target_idx]
+            class_weight = torch.ones(self.num_labels + 1, device=device)
+            class_weight[-1] = self.eos_coef
+            cross_entropy = F.cross_entropy(logits.flatten(0, 2), target_classes.flatten(), reduction="none")
+            weight = class_weight[target_classes].flatten(1)  # (L, B*Q)
+            loss_ce = (weight * cross_entropy.view(num_layers, -1)).sum(1) / weight.sum(1)
+
+            # Boxes: L1 and GIoU on the matched pairs, summed per layer and divided by the global box count.
+            num_boxes = self._num_boxes(sum(sizes), device)
+            matched = pred_boxes[layer_idx, image_idx, query_idx]  # (P, 4)
+            matched_targets = target_boxes[target_idx]
+            l1 = (matched - matched_targets).abs().sum(-1)
+            giou = generalized_box_iou_loss(
+                box_convert(matched, "cxcywh", "xyxy"), box_convert(matched_targets, "cxcywh", "xyxy"),
+                reduction="none", eps=0.0,
+            )
+            loss_bbox = logits.new_zeros(num_layers).index_add(0, layer_idx, l1) / num_boxes
+            loss_giou = logits.new_zeros(num_layers).index_add(0, layer_idx, giou) / num_boxes
+
+            # Cardinality error (logging only): |number of slots not predicting "no object" - number of objects|.
+            with torch.no_grad():
+                predicted = (logits.argmax(-1) != self.num_labels).sum(-1).float()  # (L, B)
+                cardinality = (predicted - torch.as_tensor(sizes, dtype=torch.float32, device=device)).abs().mean(1)
+
+        per_layer = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou,
+                     "cardinality_error": cardinality}
+        loss = sum(self.weights[name] * per_layer[name].sum() for name in self.weights)
+        loss_dict = {name: values[-1] for name, values in per_layer.items()}  # the final layer first
+        for layer in range(num_layers - 1):
+            loss_dict.update({f"{name}_{layer}": values[layer] for name, values in per_layer.items()})
+        return loss, loss_dict
+
+    @staticmethod
+    def _num_boxes(local_count: int, device: torch.device) -> torch.Tensor:
+        """Average number of target boxes per process: the global sum divided by the world size, at least 1."""
+        num_boxes = torch.tensor(float(local_count), device=device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(num_boxes)
+            num_boxes = num_boxes / torch.distributed.get_world_size()
+        return num_boxes.clamp(min=1.0)

@@ -1,0 +1,454 @@
+"""DETR: a CNN backbone, a transformer encoder-decoder and set prediction with the Hungarian loss.
+
+Carion et al., 2020, "End-to-End Object Detection with Transformers". The architecture follows
+facebookresearch/detr (``models/transformer.py``, ``models/detr.py``): post-norm layers by default (pre-norm
+as an option), sine positions added to queries and keys of every attention over the image, learned object
+queries whose embeddings are added to queries (and keys, in self-attention) of every decoder layer, a decoder
+input of zeros, and the decoder's final LayerNorm applied to each layer's output before the shared heads.
+
+Parameter names follow transformers' ``DetrForObjectDetection`` so that its checkpoints convert by renaming
+(``detrvilt.conversion.convert_transformers_detr``). Attention runs through
+``torch.nn.functional.scaled_dot_product_attention``; ``output_attentions=True`` switches to an explicit
+softmax path that also returns the weights.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone_detr import DetrConvBackbone, DetrLearnedPositionEmbedding, build_position_embedding
+from .configuration_detr import DetrConfig
+from .loss_detr import DetrLoss, check_detection_labels
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+
+
+@dataclass
+class DetrModelOutput(ModelOutput):
+    """Outputs of [`DetrModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, d_model)`):
+            Output of the last decoder layer, after the decoder's final LayerNorm.
+        intermediate_hidden_states (`torch.FloatTensor` of shape `(decoder_layers, batch_size, num_queries, d_model)`):
+            The normalized output of every decoder layer (the last one equals `last_hidden_state`).
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, H*W, d_model)`): the encoder memory.
+        feature_mask (`torch.BoolTensor` of shape `(batch_size, H, W)`): valid cells of the feature map.
+        encoder_hidden_states, decoder_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`):
+            Input of the first layer and output of every layer (decoder: before the final LayerNorm).
+        encoder_attentions (`tuple(torch.FloatTensor)` of shape `(batch_size, heads, H*W, H*W)`),
+        decoder_attentions (`(batch_size, heads, num_queries, num_queries)`) and
+        cross_attentions (`(batch_size, heads, num_queries, H*W)`), with `output_attentions=True`:
+            Softmax attention weights of every layer (rows sum to 1 over the valid cells).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    intermediate_hidden_states: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    feature_mask: torch.BoolTensor | None = None
+    encoder_hidden_states: tuple | None = None
+    decoder_hidden_states: tuple | None = None
+    encoder_attentions: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+@dataclass
+class DetrObjectDetectionOutput(ModelOutput):
+    """Outputs of [`DetrForObjectDetection`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, with `labels`): weighted Hungarian loss over all decoder layers.
+        loss_dict (`dict[str, torch.FloatTensor]`, with `labels`): every term (`loss_ce`, `loss_bbox`,
+            `loss_giou`, `cardinality_error`, and `..._{i}` for auxiliary layer `i`), unweighted.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_queries, num_labels + 1)`):
+            Class logits of the final layer; the last class is "no object".
+        pred_boxes (`torch.FloatTensor` of shape `(batch_size, num_queries, 4)`):
+            Boxes as (cx, cy, w, h) in [0, 1], relative to each image's **unpadded** size.
+        auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`): `{"logits", "pred_boxes"}` of every decoder
+            layer but the last.
+        The remaining fields are those of [`DetrModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.FloatTensor | None = None
+    pred_boxes: torch.FloatTensor | None = None
+    auxiliary_outputs: list | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    feature_mask: torch.BoolTensor | None = None
+    encoder_hidden_states: tuple | None = None
+    decoder_hidden_states: tuple | None = None
+    encoder_attentions: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+class DetrAttention(nn.Module):
+    """Multi-head attention whose callers add positions to queries and keys (never to values)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, heads, T, head_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            query (`(B, T, D)`), key (`(B, S, D)`), value (`(B, S, D)`): inputs, positions already added.
+            attn_bias (`(B, 1, 1, S)`, optional): additive mask, 0 on valid keys and a large negative value on padding.
+            output_attentions: return the attention weights `(B, heads, T, S)` (explicit path) instead of `None`.
+        """
+        q = self._split_heads(self.q_proj(query))  # (B, h, T, d)
+        k = self._split_heads(self.k_proj(key))  # (B, h, S, d)
+        v = self._split_heads(self.v_proj(value))  # (B, h, S, d)
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, h, T, S)
+            if attn_bias is not None:
+                scores = scores + attn_bias
+            weights = scores.softmax(-1)
+            out = F.dropout(weights, p=dropout, training=self.training) @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout)
+        out = out.transpose(1, 2).flatten(2)  # (B, T, D)
+        return self.out_proj(out), weights
+
+
+class DetrFeedForward(nn.Module):
+    def __init__(self, config: DetrConfig, ffn_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+        self.activation = _ACTIVATIONS[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(self.activation(self.fc1(x)), p=self.activation_dropout, training=self.training)
+        return self.fc2(x)
+
+
+class DetrEncoderLayer(nn.Module):
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+        self.self_attn = DetrAttention(config.d_model, config.encoder_attention_heads, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.mlp = DetrFeedForward(config, config.encoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x, pos, attn_bias, output_attentions=False):
+        """x, pos: `(B, H*W, D)`; attn_bias: `(B, 1, 1, H*W)`. Returns the new `x` and the attention weights."""
+        y = self.self_attn_layer_norm(x) if self.pre_norm else x
+        y, weights = self.self_attn(y + pos, y + pos, y, attn_bias, output_attentions)
+        x = x + F.dropout(y, p=self.dropout, training=self.training)
+        if not self.pre_norm:
+            x = self.self_attn_layer_norm(x)
+        y = self.final_layer_norm(x) if self.pre_norm else x
+        x = x + F.dropout(self.mlp(y), p=self.dropout, training=self.training)
+        if not self.pre_norm:
+            x = self.final_layer_norm(x)
+        return x, weights
+
+
+class DetrDecoderLayer(nn.Module):
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+        heads, dim = config.decoder_attention_heads, config.d_model
+        self.self_attn = DetrAttention(dim, heads, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.encoder_attn = DetrAttention(dim, heads, config.attention_dropout)
+        self.encoder_attn_layer_norm = nn.LayerNorm(dim)
+        self.mlp = DetrFeedForward(config, config.decoder_ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+
+    def _residual(self, x, y, norm):
+        x = x + F.dropout(y, p=self.dropout, training=self.training)
+        return x if self.pre_norm else norm(x)
+
+    def forward(self, x, query_pos, memory, memory_with_pos, memory_bias, output_attentions=False):
+        """x, query_pos: `(B, Q, D)`; memory, memory_with_pos: `(B, H*W, D)`; memory_bias: `(B, 1, 1, H*W)`."""
+        y = self.self_attn_layer_norm(x) if self.pre_norm else x
+        y, self_weights = self.self_attn(y + query_pos, y + query_pos, y, None, output_attentions)
+        x = self._residual(x, y, self.self_attn_layer_norm)
+        y = self.encoder_attn_layer_norm(x) if self.pre_norm else x
+        y, cross_weights = self.encoder_attn(y + query_pos, memory_with_pos, memory, memory_bias, output_attentions)
+        x = self._residual(x, y, self.encoder_attn_layer_norm)
+        y = self.final_layer_norm(x) if self.pre_norm else x
+        x = self._residual(x, self.mlp(y), self.final_layer_norm)
+        return x, self_weights, cross_weights
+
+
+class DetrEncoder(nn.Module):
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(DetrEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layernorm = nn.LayerNorm(config.d_model) if config.pre_norm else None
+
+    def forward(self, x, pos, attn_bias, output_attentions=False, output_hidden_states=False):
+        hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for layer in self.layers:
+            x, weights = layer(x, pos, attn_bias, output_attentions)
+            if output_hidden_states:
+                hidden_states += (x,)
+            if output_attentions:
+                attentions += (weights,)
+        if self.layernorm is not None:
+            x = self.layernorm(x)
+        return x, hidden_states, attentions
+
+
+class DetrDecoder(nn.Module):
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        self.chained_norm = config.decoder_chained_norm
+        self.layers = nn.ModuleList(DetrDecoderLayer(config) for _ in range(config.decoder_layers))
+        self.layernorm = nn.LayerNorm(config.d_model)
+
+    def forward(self, query_pos, memory, pos, memory_bias, output_attentions=False, output_hidden_states=False):
+        """Returns the normalized output of every layer, `(decoder_layers, B, Q, D)`, and the optional extras."""
+        x = torch.zeros_like(query_pos)  # (B, Q, D): the queries' content starts empty
+        memory_with_pos = memory + pos  # the same keys for every layer
+        hidden_states = (x,) if output_hidden_states else None
+        self_attentions = () if output_attentions else None
+        cross_attentions = () if output_attentions else None
+        normalized = []
+        for layer in self.layers:
+            x, self_weights, cross_weights = layer(x, query_pos, memory, memory_with_pos, memory_bias, output_attentions)
+            if output_hidden_states:
+                hidden_states += (x,)
+            if output_attentions:
+                self_attentions += (self_weights,)
+                cross_attentions += (cross_weights,)
+            if self.chained_norm:
+                x = self.layernorm(x)
+                normalized.append(x)
+            else:
+                normalized.append(self.layernorm(x))
+        if self.chained_norm:
+            normalized[-1] = self.layernorm(x)
+        return torch.stack(normalized), hidden_states, self_attentions, cross_attentions
+
+
+class DetrPreTrainedModel(PreTrainedModel):
+    config_class = DetrConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["DetrConvBackbone", "DetrEncoderLayer", "DetrDecoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        # The official initialisation: Xavier-uniform for the transformer's and the heads' linear layers,
+        # N(0, 1) object queries, U(0, 1) learned positions. Convolutions keep their own initialisation
+        # (timm's for the backbone, PyTorch's for the input projection).
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight, gain=self.config.init_xavier_std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, DetrLearnedPositionEmbedding):  # visited after its two nn.Embedding children
+            nn.init.uniform_(module.row_embeddings.weight)
+            nn.init.uniform_(module.column_embeddings.weight)
+        elif isinstance(module, nn.Embedding):  # the object queries
+            nn.init.normal_(module.weight)
+
+
+def check_pixel_inputs(pixel_values, pixel_mask, num_channels: int) -> torch.Tensor:
+    """Check `pixel_values` `(B, C, H, W)` and `pixel_mask` `(B, H, W)`; return the mask (all ones if `None`)."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values must be (batch_size, num_channels, height, width), got shape {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must have num_channels={num_channels} channels, got shape {tuple(pixel_values.shape)}"
+        )
+    if not pixel_values.is_floating_point():
+        raise TypeError(f"pixel_values must be a float tensor, got {pixel_values.dtype}")
+    batch_size, _, height, width = pixel_values.shape
+    if pixel_mask is None:
+        return torch.ones((batch_size, height, width), dtype=torch.bool, device=pixel_values.device)
+    if not isinstance(pixel_mask, torch.Tensor):
+        raise TypeError(f"pixel_mask must be a torch.Tensor, got {type(pixel_mask).__name__}")
+    if tuple(pixel_mask.shape) != (batch_size, height, width):
+        raise ValueError(
+            f"pixel_mask must be (batch_size, height, width) = {(batch_size, height, width)} to match pixel_values, "
+            f"got shape {tuple(pixel_mask.shape)}"
+        )
+    return pixel_mask
+
+
+class DetrModel(DetrPreTrainedModel):
+    """Backbone, 1x1 input projection, transformer encoder and decoder; returns the decoded query embeddings."""
+
+    def __init__(self, config: DetrConfig):
+        super().__init__(config)
+        self.backbone = DetrConvBackbone(config)
+        self.position_embedding = build_position_embedding(config)
+        self.input_projection = nn.Conv2d(self.backbone.channels[-1], config.d_model, kernel_size=1)
+        self.query_position_embeddings = nn.Embedding(config.num_queries, config.d_model)
+        self.encoder = DetrEncoder(config)
+        self.decoder = DetrDecoder(config)
+        self.post_init()
+
+    def freeze_backbone(self):
+        self.backbone.requires_grad_(False)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DetrModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images, padded bottom/right to a common size.
+            pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
+                1 on real pixels, 0 on padding. Defaults to all ones.
+            output_attentions (`bool`, *optional*): also return every attention map (explicit attention path).
+            output_hidden_states (`bool`, *optional*): also return every layer's hidden states.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pixel_mask = check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
+
+        feature_map, mask = self.backbone(pixel_values, pixel_mask)[-1]  # (B, C, H, W), (B, H, W)
+        source = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, H*W, D)
+        pos = self.position_embedding(mask, dtype=source.dtype)  # (B, H*W, D)
+        # Additive key mask: 0 on valid cells, the dtype's minimum on padding (a fully padded row stays finite).
+        attn_bias = (~mask.flatten(1))[:, None, None, :].to(source.dtype) * torch.finfo(source.dtype).min
+
+        memory, encoder_states, encoder_attentions = self.encoder(
+            source, pos, attn_bias, output_attentions, output_hidden_states
+        )
+        query_pos = self.query_position_embeddings.weight[None].expand(source.shape[0], -1, -1)  # (B, Q, D)
+        intermediate, decoder_states, decoder_attentions, cross_attentions = self.decoder(
+            query_pos.to(memory.dtype), memory, pos, attn_bias, output_attentions, output_hidden_states
+        )
+        output = DetrModelOutput(
+            last_hidden_state=intermediate[-1],
+            intermediate_hidden_states=intermediate,
+            encoder_last_hidden_state=memory,
+            feature_mask=mask,
+            encoder_hidden_states=encoder_states,
+            decoder_hidden_states=decoder_states,
+            encoder_attentions=encoder_attentions,
+            decoder_attentions=decoder_attentions,
+            cross_attentions=cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class DetrMLPPredictionHead(nn.Module):
+    """A small MLP (ReLU between layers, none after the last): DETR's box head."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class DetrForObjectDetection(DetrPreTrainedModel):
+    """DETR with its class head (`num_labels + 1` outputs, the last is "no object") and its 3-layer box MLP."""
+
+    def __init__(self, config: DetrConfig):
+        super().__init__(config)
+        self.model = DetrModel(config)
+        self.class_labels_classifier = nn.Linear(config.d_model, config.num_labels + 1)
+        self.bbox_predictor = DetrMLPPredictionHead(config.d_model, config.d_model, 4, num_layers=3)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor,
+        pixel_mask: torch.Tensor | None = None,
+        labels: list[dict] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DetrObjectDetectionOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images, padded bottom/right to a common size.
+            pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
+                1 on real pixels, 0 on padding. Defaults to all ones.
+            labels (`list[dict]`, *optional*): one dict per image with `class_labels` (`torch.LongTensor` of shape
+                `(n,)`, values in `[0, num_labels)`) and `boxes` (`torch.FloatTensor` of shape `(n, 4)`, cx, cy, w,
+                h normalized by the **unpadded** image size). `n` may be 0. When given, the Hungarian loss is
+                returned in `loss` and its terms in `loss_dict`.
+            output_attentions, output_hidden_states (`bool`, *optional*): see [`DetrModel.forward`].
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            check_detection_labels(labels, pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else 0)
+        outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
+
+        # Heads on the normalized output of every layer that is used: all of them with auxiliary losses.
+        states = outputs.intermediate_hidden_states if self.config.auxiliary_loss else outputs.last_hidden_state[None]
+        all_logits = self.class_labels_classifier(states)  # (L, B, Q, C+1)
+        all_boxes = self.bbox_predictor(states).sigmoid()  # (L, B, Q, 4)
+
+        loss = loss_dict = None
+        if labels is not None:
+            loss, loss_dict = DetrLoss.from_config(self.config).compute(all_logits, all_boxes, labels)
+        auxiliary_outputs = None
+        if self.config.auxiliary_loss:
+            auxiliary_outputs = [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])]
+
+        output = DetrObjectDetectionOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=all_logits[-1],
+            pred_boxes=all_boxes[-1],
+            auxiliary_outputs=auxiliary_outputs,
+            last_hidden_state=outputs.last_hidden_state,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            feature_mask=outputs.feature_mask,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+        return output if return_dict else output.to_tuple()
