@@ -36,6 +36,19 @@ def freeze_batch_norms(module: nn.Module) -> nn.Module:
     return module
 
 
+def _revive_zero_initialized_norms(module: nn.Module) -> None:
+    """Set to one the scale of frozen norms that start at exactly zero.
+
+    timm zero-initialises the last norm of every residual block so that a *trainable* block starts as the
+    identity. Frozen, that zero would stay forever: the block's branch would output nothing and its
+    convolutions would never receive a gradient. Random-weight backbones therefore start those norms at one.
+    """
+    for norm in module.modules():
+        # On the meta device (from_pretrained builds there first) the loaded weights will replace these anyway.
+        if isinstance(norm, FrozenBatchNorm2d) and norm.weight.device.type != "meta" and not norm.weight.any():
+            norm.weight.fill_(1.0)
+
+
 class DetrConvBackbone(nn.Module):
     """A timm CNN returning the feature maps of its last four stages, each with its downsampled pixel mask.
 
@@ -67,6 +80,8 @@ class DetrConvBackbone(nn.Module):
             raise
         with torch.no_grad():
             self.model = freeze_batch_norms(model)
+            if not config.use_pretrained_backbone:
+                _revive_zero_initialized_norms(self.model)
         self.channels = list(model.feature_info.channels())
         if config.freeze_backbone_stem:
             self._freeze_stem_and_first_stage()
