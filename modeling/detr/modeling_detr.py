@@ -115,12 +115,18 @@ class DetrAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
-            query (`(B, T, D)`), key (`(B, S, D)`), value (`(B, S, D)`): inputs, positions already added.
+            query (`(B, T, D)`), key (`(B, S, D)`), value (`(B, S, D)`): inputs, positions already added. Pass the
+                same tensor as query and key for self-attention (their projections then share one matmul).
             attn_bias (`(B, 1, 1, S)`, optional): additive mask, 0 on valid keys and a large negative value on padding.
             output_attentions: return the attention weights `(B, heads, T, S)` (explicit path) instead of `None`.
         """
-        q = self._split_heads(self.q_proj(query))  # (B, h, T, d)
-        k = self._split_heads(self.k_proj(key))  # (B, h, S, d)
+        if key is query:  # self-attention: one matmul for queries and keys
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight])
+            q, k = F.linear(query, weight, torch.cat([self.q_proj.bias, self.k_proj.bias])).chunk(2, dim=-1)
+            q, k = self._split_heads(q), self._split_heads(k)  # (B, h, T, d) each
+        else:
+            q = self._split_heads(self.q_proj(query))  # (B, h, T, d)
+            k = self._split_heads(self.k_proj(key))  # (B, h, S, d)
         v = self._split_heads(self.v_proj(value))  # (B, h, S, d)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
@@ -162,7 +168,8 @@ class DetrEncoderLayer(nn.Module):
     def forward(self, x, pos, attn_bias, output_attentions=False):
         """x, pos: `(B, H*W, D)`; attn_bias: `(B, 1, 1, H*W)`. Returns the new `x` and the attention weights."""
         y = self.self_attn_layer_norm(x) if self.pre_norm else x
-        y, weights = self.self_attn(y + pos, y + pos, y, attn_bias, output_attentions)
+        query = y + pos
+        y, weights = self.self_attn(query, query, y, attn_bias, output_attentions)
         x = x + F.dropout(y, p=self.dropout, training=self.training)
         if not self.pre_norm:
             x = self.self_attn_layer_norm(x)
@@ -193,7 +200,8 @@ class DetrDecoderLayer(nn.Module):
     def forward(self, x, query_pos, memory, memory_with_pos, memory_bias, output_attentions=False):
         """x, query_pos: `(B, Q, D)`; memory, memory_with_pos: `(B, H*W, D)`; memory_bias: `(B, 1, 1, H*W)`."""
         y = self.self_attn_layer_norm(x) if self.pre_norm else x
-        y, self_weights = self.self_attn(y + query_pos, y + query_pos, y, None, output_attentions)
+        query = y + query_pos
+        y, self_weights = self.self_attn(query, query, y, None, output_attentions)
         x = self._residual(x, y, self.self_attn_layer_norm)
         y = self.encoder_attn_layer_norm(x) if self.pre_norm else x
         y, cross_weights = self.encoder_attn(y + query_pos, memory_with_pos, memory, memory_bias, output_attentions)
