@@ -170,3 +170,9 @@ def test_cardinality_error_counts_non_empty_predictions():
     _, loss_dict = DetrLoss(num_labels=2).compute(logits, boxes, labels)
     assert loss_dict["cardinality_error"].item() == pytest.approx(2.0)
     assert np.isfinite(loss_dict["loss_giou"].item())
+
+
+def test_matcher_alone_checks_class_ids_against_the_logits():
+    logits, boxes = random_predictions(num_layers=1, batch_size=1)  # 6 classes + "no object"
+    with pytest.raises(ValueError, match=r"num_labels=6\), got class id 7"):
+        HungarianMatcher()(logits[0], boxes[0], [{"class_labels": torch.tensor([2, 7]), "boxes": torch.rand(2, 4)}])

@@ -106,12 +106,15 @@ class HungarianMatcher(nn.Module):
             For 3-D inputs, a list with one `(pred_indices, target_indices)` pair of `torch.LongTensor` (on the CPU)
             per image, each of length `min(num_queries, n)`, `pred_indices` sorted; for 4-D inputs, one such list
             per layer.
+
+        Raises:
+            `ValueError` if a class id is outside `[0, num_labels)`, `num_labels` being the logits' classes minus one.
         """
         stacked = logits.ndim == 4
         if not stacked:
             logits, pred_boxes = logits[None], pred_boxes[None]
         check_detection_labels(labels, logits.shape[1])
-        indices = self.match_layers(logits, pred_boxes, labels)
+        indices = self.match_layers(logits, pred_boxes, labels, num_labels=logits.shape[-1] - 1)
         as_tensors = [
             [(torch.as_tensor(p, dtype=torch.int64), torch.as_tensor(t, dtype=torch.int64)) for p, t in layer]
             for layer in indices

@@ -417,10 +417,7 @@ class DetrForObjectDetection(DetrPreTrainedModel):
     ) -> DetrObjectDetectionOutput | tuple:
         r"""
         Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images, padded bottom/right to a common size.
-            pixel_mask (`torch.Tensor` of shape `(batch_size, height, width)`, *optional*):
-                1 on real pixels, 0 on padding. Defaults to all ones.
+            pixel_values, pixel_mask: see [`DetrModel.forward`].
             labels (`list[dict]`, *optional*): one dict per image with `class_labels` (`torch.LongTensor` of shape
                 `(n,)`, values in `[0, num_labels)`) and `boxes` (`torch.FloatTensor` of shape `(n, 4)`, cx, cy, w,
                 h normalized by the **unpadded** image size). `n` may be 0. When given, the Hungarian loss is
