@@ -183,3 +183,13 @@ def test_config_defaults_are_the_papers():
 def test_pretrained_backbone_offline_fails_clearly():
     with pytest.raises(RuntimeError, match="use_pretrained_backbone=False"):
         DetrModel(tiny_detr_config(use_pretrained_backbone=True))
+
+
+def test_trainable_batch_norm_for_backbones_trained_from_scratch():
+    model = DetrForObjectDetection(tiny_detr_config(freeze_batch_norm=False, freeze_backbone_stem=False)).train()
+    norms = [m for m in model.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 20  # resnet18: stem + 2 per block x 8 blocks + 3 downsamples
+    before = norms[0].running_mean.clone()
+    model(*padded_pair(), labels=detection_labels()).loss.backward()
+    assert norms[0].weight.grad is not None and not torch.equal(norms[0].running_mean, before)
+    assert model.model.backbone.model.conv1.weight.grad is not None

@@ -2,7 +2,8 @@
 
 The backbone is any timm CNN created with ``features_only=True``. Its batch norms are frozen (DETR trains with
 small per-GPU batches, where batch statistics are noise; ``torchvision.ops.FrozenBatchNorm2d``'s buffers,
-applied in one fused pass) and, as in the paper, its stem and first stage are frozen. It runs channels-last.
+applied in one fused pass; `freeze_batch_norm=False` keeps them trainable for backbones trained from scratch)
+and, as in the paper, its stem and first stage are frozen. It runs channels-last.
 The image mask follows each feature map by nearest-neighbour downsampling.
 
 The position embeddings follow facebookresearch/detr (``models/position_encoding.py``): the sine version
@@ -91,10 +92,12 @@ class DetrConvBackbone(nn.Module):
                     "connection?); build with use_pretrained_backbone=False to start from random weights"
                 ) from error
             raise
-        with torch.no_grad():
-            self.model = freeze_batch_norms(model)
-            if not config.use_pretrained_backbone:
-                _revive_zero_initialized_norms(self.model)
+        if config.freeze_batch_norm:
+            with torch.no_grad():
+                model = freeze_batch_norms(model)
+                if not config.use_pretrained_backbone:
+                    _revive_zero_initialized_norms(model)
+        self.model = model
         # Channels-last lets oneDNN (CPU) and cuDNN (GPU) skip layout conversions around every convolution:
         # about 10% faster on the CPU, and the layout bf16 tensor cores want.
         self.model.to(memory_format=torch.channels_last)

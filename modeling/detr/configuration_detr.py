@@ -51,7 +51,11 @@ class DetrConfig(PretrainedConfig):
         dilation (`bool`, *optional*, defaults to `False`):
             Replace the stride of the last backbone stage by a dilation (DETR-DC5: stride 16 instead of 32).
         freeze_backbone_stem (`bool`, *optional*, defaults to `True`):
-            Freeze the backbone's stem and first stage, as the paper does. Batch norms are always frozen.
+            Freeze the backbone's stem and first stage, as the paper does.
+        freeze_batch_norm (`bool`, *optional*, defaults to `True`):
+            Replace the backbone's batch norms by frozen ones (the paper, with an ImageNet-pretrained backbone). Set
+            to `False` to train a backbone from scratch, where frozen identity statistics would leave it without
+            normalization.
         init_std (`float`, *optional*, defaults to 0.02): Kept for transformers compatibility (not used by the
             Xavier initialisation of the transformer, which follows the official code).
         init_xavier_std (`float`, *optional*, defaults to 1.0): Gain of the Xavier initialisation.
@@ -93,6 +97,7 @@ class DetrConfig(PretrainedConfig):
         use_pretrained_backbone: bool = False,
         dilation: bool = False,
         freeze_backbone_stem: bool = True,
+        freeze_batch_norm: bool = True,
         init_std: float = 0.02,
         init_xavier_std: float = 1.0,
         class_cost: float = 1.0,
@@ -127,6 +132,7 @@ class DetrConfig(PretrainedConfig):
         self.use_pretrained_backbone = use_pretrained_backbone
         self.dilation = dilation
         self.freeze_backbone_stem = freeze_backbone_stem
+        self.freeze_batch_norm = freeze_batch_norm
         self.init_std = init_std
         self.init_xavier_std = init_xavier_std
         self.class_cost = class_cost
