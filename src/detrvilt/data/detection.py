@@ -1,0 +1,204 @@
+"""From a detection `datasets.Dataset` to `model(**batch)`: the per-example transform and the collator.
+
+A detection dataset here has the columns the Hub's detection datasets use (and `load_coco_detection` /
+`make_shapes_dataset` produce): `image` (a `datasets.Image`), `image_id` (optional) and `objects`, a dict of lists with
+`bbox` (COCO xywh in absolute pixels by default), `category` (class ids) and optionally `area`, `iscrowd`, `id`.
+
+``dataset = prepare_detection_dataset(dataset, processor, augmentation=DetrTrainAugmentation())`` switches the image
+column to undecoded storage (so that a broken file is reported with its path, not as a bare PIL error deep inside
+`datasets`) and sets [`DetrDetectionTransform`] with `with_transform`: every access decodes, checks, augments and
+normalizes on the fly. [`DetrDataCollator`] pads a list of such examples into a batch for `Trainer` or a DataLoader.
+With `Trainer`, pass `remove_unused_columns=False` (the model's inputs are made by the transform, not stored).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torchvision.ops import box_convert
+
+from ..modeling.detr.image_processing_detr import (
+    DROP_REASONS,
+    DetrviltDetrImageProcessor,
+    encode_target,
+    open_image,
+    pad_images,
+    to_image_tensor,
+)
+
+BBOX_FORMATS = ("xywh", "xyxy", "cxcywh")
+
+
+def decode_image(value, description: str) -> torch.Tensor:
+    """An image value from a dataset row as an RGB `(3, H, W)` tensor (see `to_image_tensor`).
+
+    Args:
+        value: a PIL image, a file path, an array/tensor, or the undecoded `datasets.Image` storage
+            `{"path": str | None, "bytes": bytes | None}`.
+        description (`str`): how to name the example in errors (e.g. `"image_id 17"`).
+
+    Raises:
+        `ValueError` naming the example and the file when it is missing, corrupt or truncated.
+    """
+    try:
+        if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
+            path = value.get("path")
+            if value.get("bytes") is not None:
+                source = io.BytesIO(value["bytes"])
+                image = open_image(source)
+            elif path is not None:
+                image = open_image(path)
+            else:
+                raise ValueError("the image has neither bytes nor a path")
+            return to_image_tensor(image)
+        return to_image_tensor(value)
+    except (ValueError, TypeError) as error:
+        where = value.get("path") if isinstance(value, Mapping) else getattr(value, "filename", None)
+        file = f" (file {where!r})" if where and str(where) not in str(error) else ""
+        raise type(error)(f"{description}{file}: {error}") from error
+
+
+def objects_to_annotation(objects: Mapping, image_id, bbox_format: str = "xywh") -> dict:
+    """A Hub `objects` dict (boxes in `bbox_format`, absolute pixels) as the processor's Hub-objects annotation."""
+    if not isinstance(objects, Mapping) or "bbox" not in objects or "category" not in objects:
+        raise ValueError(f"objects must be a dict with 'bbox' and 'category' lists, got {objects!r}")
+    annotation = {key: objects[key] for key in ("bbox", "category", "area", "iscrowd") if key in objects}
+    if bbox_format != "xywh" and len(objects["bbox"]):
+        boxes = torch.as_tensor(np.asarray(objects["bbox"], dtype=np.float64))
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"objects['bbox'] must be (n, 4) boxes in {bbox_format}, got shape {tuple(boxes.shape)}")
+        annotation["bbox"] = box_convert(boxes, bbox_format, "xywh").tolist()
+    annotation["image_id"] = -1 if image_id is None else int(image_id)
+    return annotation
+
+
+class DetrDetectionTransform:
+    """The callable for `dataset.with_transform`: a batch of rows in, `pixel_values` and `labels` out.
+
+    Args:
+        image_processor ([`DetrviltDetrImageProcessor`]): supplies the annotation checks, the fixed resize (used when
+            there is no augmentation), the normalization, `remove_crowd` and `num_labels`.
+        augmentation (`Callable`, *optional*): `(image, target) -> (image, target)` on the decoded uint8 image and the
+            target with XYXY `tv_tensors.BoundingBoxes`, e.g. [`DetrTrainAugmentation`]. Without it the processor's
+            fixed resize is applied (validation).
+        bbox_format (`str`, defaults to `"xywh"`): format of `objects["bbox"]` (absolute pixels): `"xywh"` (COCO),
+            `"xyxy"` or `"cxcywh"`.
+        image_column, objects_column, image_id_column (`str`): column names.
+
+    Returns (from `__call__`):
+        `{"pixel_values": [(3, h, w) float tensors], "labels": [dict]}`, the labels as the processor makes them
+        (`class_labels`, `boxes` normalized cxcywh of the unpadded image, `image_id`, `orig_size`, `size`, `area`,
+        `iscrowd`, `dropped`).
+    """
+
+    def __init__(
+        self,
+        image_processor: DetrviltDetrImageProcessor,
+        augmentation: Callable | None = None,
+        bbox_format: str = "xywh",
+        image_column: str = "image",
+        objects_column: str = "objects",
+        image_id_column: str = "image_id",
+    ):
+        if bbox_format not in BBOX_FORMATS:
+            raise ValueError(f"bbox_format must be one of {BBOX_FORMATS}, got {bbox_format!r}")
+        self.image_processor = image_processor
+        self.augmentation = augmentation
+        self.bbox_format = bbox_format
+        self.image_column = image_column
+        self.objects_column = objects_column
+        self.image_id_column = image_id_column
+
+    def __call__(self, examples: Mapping[str, Sequence]) -> dict[str, list]:
+        for column in (self.image_column, self.objects_column):
+            if column not in examples:
+                raise KeyError(f"the dataset has no column {column!r} (columns: {sorted(examples)})")
+        image_ids = examples.get(self.image_id_column) or [None] * len(examples[self.image_column])
+        pixel_values, labels = [], []
+        for position, (image_value, objects, image_id) in enumerate(
+            zip(examples[self.image_column], examples[self.objects_column], image_ids)
+        ):
+            description = f"image_id {image_id}" if image_id is not None else f"example {position} of the batch"
+            pixel, label = self.encode_example(image_value, objects, image_id, description)
+            pixel_values.append(pixel)
+            labels.append(label)
+        return {"pixel_values": pixel_values, "labels": labels}
+
+    def encode_example(self, image_value, objects, image_id=None, description: str = "example"):
+        """One row: decoded, checked, augmented (or resized), normalized. Returns `(pixel_values, labels)`."""
+        processor = self.image_processor
+        image = decode_image(image_value, description)
+        annotation = objects_to_annotation(objects, image_id, self.bbox_format)
+        try:
+            target = processor.prepare_annotation(annotation, tuple(image.shape[-2:]))
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{description}: {error}") from error
+        if self.augmentation is not None:
+            image, target = self.augmentation(image, target)
+        elif processor.do_resize:
+            image, target = processor.resize(image, target)
+        return processor.normalize_image(image), encode_target(target)
+
+
+def prepare_detection_dataset(
+    dataset: datasets.Dataset,
+    image_processor: DetrviltDetrImageProcessor,
+    augmentation: Callable | None = None,
+    bbox_format: str = "xywh",
+    image_column: str = "image",
+    objects_column: str = "objects",
+    image_id_column: str = "image_id",
+) -> datasets.Dataset:
+    """`dataset` with its images left undecoded and a [`DetrDetectionTransform`] set by `with_transform`.
+
+    Rows then come out as `{"pixel_values": (3, h, w) FloatTensor, "labels": dict}`, computed on access (a new
+    augmentation each time). The returned dataset is a new view; `dataset` itself is unchanged.
+    """
+    if image_column in dataset.column_names and isinstance(dataset.features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    transform = DetrDetectionTransform(image_processor, augmentation, bbox_format, image_column, objects_column,
+                                       image_id_column)
+    return dataset.with_transform(transform)
+
+
+class DetrDataCollator:
+    """Pad examples `{"pixel_values": (3, h, w), "labels": dict}` into one batch for `Trainer` or a DataLoader.
+
+    Args:
+        pad_size (`tuple[int, int]`, *optional*): `(H, W)` to pad every batch to (fixed shapes, e.g. for
+            `torch.compile`); defaults to the largest image of each batch.
+
+    Returns (from `__call__`):
+        `{"pixel_values": FloatTensor (B, 3, H, W), "pixel_mask": LongTensor (B, H, W) (1 on real pixels),
+        "labels": list of B dicts}`. Label boxes are relative to each unpadded image, so padding leaves them as
+        they are.
+    """
+
+    def __init__(self, pad_size: tuple[int, int] | None = None):
+        self.pad_size = pad_size
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if len(features) == 0:
+            raise ValueError("the collator got an empty list of examples")
+        for i, feature in enumerate(features):
+            if "pixel_values" not in feature:
+                raise KeyError(f"features[{i}] has no 'pixel_values' (keys: {sorted(feature)})")
+        pixel_values, pixel_mask = pad_images([f["pixel_values"] for f in features], self.pad_size)
+        batch = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
+        if "labels" in features[0]:
+            batch["labels"] = [f["labels"] for f in features]
+        return batch
+
+
+def count_dropped(labels: Sequence[Mapping]) -> dict[str, int]:
+    """Sum the per-image `dropped` counts of a list of labels: `{reason: count}` over `DROP_REASONS`."""
+    total = dict.fromkeys(DROP_REASONS, 0)
+    for label in labels:
+        for reason, count in label.get("dropped", {}).items():
+            total[reason] = total.get(reason, 0) + int(count)
+    return total
