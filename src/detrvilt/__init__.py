@@ -13,18 +13,46 @@ from .modeling.detr import (
     DetrObjectDetectionOutput,
     HungarianMatcher,
 )
+from .modeling.detr.image_processing_detr import DetrImageProcessor, DetrviltDetrImageProcessor
+from .modeling.vilt import (
+    ViltConfig,
+    ViltForImageAndTextRetrieval,
+    ViltForImagesAndTextClassification,
+    ViltForPreTraining,
+    ViltForQuestionAnswering,
+    ViltModel,
+)
 
 __version__ = "0.1.0"
 
 register_auto_classes()
 
+
+def __getattr__(name):
+    # `detrvilt.data` needs `datasets`, a heavy import: load it on first use, not with `import detrvilt`.
+    if name == "make_shapes_dataset":
+        from .data import make_shapes_dataset
+
+        return make_shapes_dataset
+    raise AttributeError(f"module 'detrvilt' has no attribute {name!r}")
+
+
 __all__ = [
     "DetrConfig",
     "DetrForObjectDetection",
+    "DetrImageProcessor",
     "DetrLoss",
     "DetrModel",
     "DetrModelOutput",
     "DetrObjectDetectionOutput",
+    "DetrviltDetrImageProcessor",
     "HungarianMatcher",
+    "ViltConfig",
+    "ViltForImageAndTextRetrieval",
+    "ViltForImagesAndTextClassification",
+    "ViltForPreTraining",
+    "ViltForQuestionAnswering",
+    "ViltModel",
     "register_auto_classes",
+    "make_shapes_dataset",
 ]

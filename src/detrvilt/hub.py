@@ -1,8 +1,18 @@
 """Registration of detrvilt's classes with transformers' Auto classes (done once, by ``import detrvilt``)."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForObjectDetection,
+    AutoModelForPreTraining,
+    AutoModelForVisualQuestionAnswering,
+)
 
 from .modeling.detr import DetrConfig, DetrForObjectDetection, DetrModel
+from .modeling.detr.image_processing_detr import DetrviltDetrImageProcessor
+from .modeling.vilt import ViltConfig, ViltForPreTraining, ViltForQuestionAnswering, ViltModel
 
 _registered = False
 
@@ -15,4 +25,13 @@ def register_auto_classes() -> None:
     AutoConfig.register(DetrConfig.model_type, DetrConfig, exist_ok=True)
     AutoModel.register(DetrConfig, DetrModel, exist_ok=True)
     AutoModelForObjectDetection.register(DetrConfig, DetrForObjectDetection, exist_ok=True)
+    # One class in both of transformers' backend slots (it runs on torchvision and has no PIL-only variant).
+    AutoImageProcessor.register(DetrConfig, slow_image_processor_class=DetrviltDetrImageProcessor,
+                                fast_image_processor_class=DetrviltDetrImageProcessor, exist_ok=True)
+    # ViLT (model_type="detrvilt_vilt"): the pretraining model also serves masked LM (its `logits` are the MLM's).
+    AutoConfig.register(ViltConfig.model_type, ViltConfig, exist_ok=True)
+    AutoModel.register(ViltConfig, ViltModel, exist_ok=True)
+    AutoModelForPreTraining.register(ViltConfig, ViltForPreTraining, exist_ok=True)
+    AutoModelForMaskedLM.register(ViltConfig, ViltForPreTraining, exist_ok=True)
+    AutoModelForVisualQuestionAnswering.register(ViltConfig, ViltForQuestionAnswering, exist_ok=True)
     _registered = True
