@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import statistics
-import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing needs the network
 
@@ -34,22 +30,10 @@ from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss  
 
 import detrvilt  # noqa: E402
 from detrvilt.conversion import convert_transformers_detr, convert_transformers_state_dict  # noqa: E402
+from side_by_side import Autocast, Row, Step, compare, device_name, format_table  # noqa: E402
 
 CASES = ("infer", "train", "loss")
 NUM_LABELS = 91
-
-Step = Callable[[], None]
-Autocast = Callable[[], AbstractContextManager]
-
-
-@dataclass
-class Row:
-    case: str
-    batch: int
-    ours_ms: float
-    theirs_ms: float
-    ours_mib: float | None = None
-    theirs_mib: float | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,34 +103,6 @@ def max_logit_difference(ours, theirs, device: torch.device) -> float:
         a = ours(pixel_values=pixel_values, pixel_mask=pixel_mask).logits
         b = theirs(pixel_values=pixel_values, pixel_mask=pixel_mask).logits
     return (a - b).abs().max().item()
-
-
-def timed_call(step: Step, device: torch.device) -> tuple[float, float | None]:
-    """Milliseconds of one call and, on CUDA, its peak allocation in MiB above what was allocated at its start."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()  # kernels of the previous call must not be billed to this one
-        torch.cuda.reset_peak_memory_stats()
-        resident = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    step()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = (time.perf_counter() - start) * 1e3
-    return elapsed, (torch.cuda.max_memory_allocated() - resident) / 2**20 if cuda else None
-
-
-def compare(case: str, batch: int, ours: Step, theirs: Step, args, device: torch.device) -> Row:
-    """Warm up both, then alternate timed calls; medians (and max peak memory) per implementation."""
-    for _ in range(args.warmup):
-        ours()
-        theirs()
-    calls = [[timed_call(step, device) for step in (ours, theirs)] for _ in range(args.repeats)]
-    ours_calls, theirs_calls = zip(*calls)  # each a tuple of (ms, MiB or None)
-    row = Row(case, batch, statistics.median(c[0] for c in ours_calls), statistics.median(c[0] for c in theirs_calls))
-    if device.type == "cuda":
-        row.ours_mib, row.theirs_mib = max(c[1] for c in ours_calls), max(c[1] for c in theirs_calls)
-    return row
 
 
 def inference_step(model, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, autocast: Autocast) -> Step:
@@ -228,32 +184,6 @@ def run_cases(args, device: torch.device) -> list[Row]:
         print(f"same loss: |ours - transformers| / transformers = {relative:.1e} (matcher+loss case)")
         rows.append(compare("matcher+loss fwd+bwd", 8, ours_step, theirs_step, args, device))
     return rows
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "cpu"
-
-
-def format_table(rows: list[Row], markdown: bool) -> str:
-    memory = any(row.ours_mib is not None for row in rows)
-    columns = ["case", "batch", "ours ms", "transformers ms", "ours/transformers"]
-    columns += ["ours peak MiB", "transformers peak MiB"] if memory else []
-    lines = [columns] + [
-        [r.case, str(r.batch), f"{r.ours_ms:.1f}", f"{r.theirs_ms:.1f}", f"{r.ours_ms / r.theirs_ms:.2f}"]
-        + ([f"{r.ours_mib:.0f}", f"{r.theirs_mib:.0f}"] if memory else []) for r in rows
-    ]
-    if markdown:
-        lines.insert(1, ["---"] + ["---:"] * (len(columns) - 1))
-        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-    widths = [max(map(len, column)) for column in zip(*lines)]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-                     for line in lines)
 
 
 def main(argv: list[str] | None = None) -> None:

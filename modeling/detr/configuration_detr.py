@@ -166,7 +166,8 @@ class DetrConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.position_embedding_type not in _POSITION_EMBEDDING_TYPES:
             raise ValueError(
-                f"position_embedding_type must be one of {_POSITION_EMBEDDING_TYPES}, got {self.position_embedding_type!r}"
+                f"position_embedding_type must be one of {_POSITION_EMBEDDING_TYPES}, "
+                f"got {self.position_embedding_type!r}"
             )
         if self.activation_function not in _ACTIVATIONS:
             raise ValueError(f"activation_function must be one of {_ACTIVATIONS}, got {self.activation_function!r}")

@@ -50,12 +50,15 @@ def check_detection_labels(labels, batch_size: int) -> None:
                 raise TypeError(f"labels[{i}][{key!r}] must be a torch.Tensor, got {type(target[key]).__name__}")
         classes, boxes = target["class_labels"], target["boxes"]
         if boxes.ndim != 2 or boxes.shape[-1] != 4:
-            raise ValueError(f"labels[{i}]['boxes'] must be (n, 4) in normalized cxcywh, got shape {tuple(boxes.shape)}")
+            raise ValueError(
+                f"labels[{i}]['boxes'] must be (n, 4) in normalized cxcywh, got shape {tuple(boxes.shape)}"
+            )
         if not boxes.is_floating_point():
             raise TypeError(f"labels[{i}]['boxes'] must be a float tensor, got {boxes.dtype}")
         if classes.ndim != 1 or classes.shape[0] != boxes.shape[0]:
             raise ValueError(
-                f"labels[{i}]['class_labels'] must be (n,) with n = {boxes.shape[0]} boxes, got shape {tuple(classes.shape)}"
+                f"labels[{i}]['class_labels'] must be (n,) with n = {boxes.shape[0]} boxes, "
+                f"got shape {tuple(classes.shape)}"
             )
         if classes.is_floating_point() or classes.dtype == torch.bool:
             raise TypeError(f"labels[{i}]['class_labels'] must be an integer tensor, got {classes.dtype}")
@@ -87,7 +90,8 @@ class HungarianMatcher(nn.Module):
         super().__init__()
         if min(class_cost, bbox_cost, giou_cost) < 0 or not any((class_cost, bbox_cost, giou_cost)):
             raise ValueError(
-                f"matching costs must be >= 0 and not all zero, got class/bbox/giou = {(class_cost, bbox_cost, giou_cost)}"
+                "matching costs must be >= 0 and not all zero, "
+                f"got class/bbox/giou = {(class_cost, bbox_cost, giou_cost)}"
             )
         self.class_cost = class_cost
         self.bbox_cost = bbox_cost
@@ -285,7 +289,7 @@ class DetrLoss(nn.Module):
         device = logits.device
         check_detection_labels(labels, batch_size)
         class_ids, target_boxes, sizes = _flatten_targets(labels, device)
-        indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, num_labels=self.num_labels)
+        indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, self.num_labels)
 
         # Matched pairs of all layers, built on the host and moved in one copy: layer, image, slot, target row.
         offsets = np.cumsum(sizes) - sizes

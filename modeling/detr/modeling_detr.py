@@ -247,7 +247,9 @@ class DetrDecoder(nn.Module):
         cross_attentions = () if output_attentions else None
         normalized = []
         for layer in self.layers:
-            x, self_weights, cross_weights = layer(x, query_pos, memory, memory_with_pos, memory_bias, output_attentions)
+            x, self_weights, cross_weights = layer(
+                x, query_pos, memory, memory_with_pos, memory_bias, output_attentions
+            )
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

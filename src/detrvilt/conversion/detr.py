@@ -16,9 +16,8 @@ in the backbone config's model type, which is "timm_backbone".
 
 import re
 
-import torch
-
 from ..modeling.detr import DetrConfig, DetrForObjectDetection, DetrModel
+from .common import load_converted_weights
 
 # (pattern, replacement) applied in order to every state-dict key of the transformers model.
 _RENAMES = [
@@ -93,13 +92,7 @@ def convert_transformers_detr(hf_model) -> DetrForObjectDetection | DetrModel:
     model_class = DetrForObjectDetection if name == "DetrForObjectDetection" else DetrModel
     parameter = next(hf_model.parameters())
     model = model_class(config).to(device=parameter.device, dtype=parameter.dtype)
-    state_dict = convert_transformers_state_dict(hf_model.state_dict())
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"the {name} weights do not map onto detrvilt's model: missing {sorted(missing)[:10]}, "
-            f"unexpected {sorted(unexpected)[:10]}"
-        )
+    load_converted_weights(model, convert_transformers_state_dict(hf_model.state_dict()), name)
     model.train(hf_model.training)
     return model
 
