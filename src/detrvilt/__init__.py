@@ -22,6 +22,8 @@ from .modeling.vilt import (
     ViltForQuestionAnswering,
     ViltModel,
 )
+from .modeling.vilt.image_processing_vilt import DetrviltViltImageProcessor, ViltImageProcessor
+from .modeling.vilt.processing_vilt import DetrviltViltProcessor, ViltProcessor
 
 __version__ = "0.1.0"
 
@@ -53,6 +55,10 @@ __all__ = [
     "ViltForPreTraining",
     "ViltForQuestionAnswering",
     "ViltModel",
+    "DetrviltViltImageProcessor",
+    "DetrviltViltProcessor",
+    "ViltImageProcessor",
+    "ViltProcessor",
     "register_auto_classes",
     "make_shapes_dataset",
 ]

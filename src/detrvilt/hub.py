@@ -8,17 +8,25 @@ from transformers import (
     AutoModelForObjectDetection,
     AutoModelForPreTraining,
     AutoModelForVisualQuestionAnswering,
+    AutoProcessor,
 )
 
 from .modeling.detr import DetrConfig, DetrForObjectDetection, DetrModel
 from .modeling.detr.image_processing_detr import DetrviltDetrImageProcessor
 from .modeling.vilt import ViltConfig, ViltForPreTraining, ViltForQuestionAnswering, ViltModel
+from .modeling.vilt.image_processing_vilt import DetrviltViltImageProcessor
+from .modeling.vilt.processing_vilt import DetrviltViltProcessor
 
 _registered = False
 
 
 def register_auto_classes() -> None:
-    """Make `AutoConfig`, `AutoModel` and `AutoModelForObjectDetection` know `model_type="detrvilt_detr"`."""
+    """Register every detrvilt config, model and processor with transformers' Auto classes (idempotent).
+
+    DETR (`model_type="detrvilt_detr"`): AutoConfig, AutoModel, AutoModelForObjectDetection, AutoImageProcessor.
+    ViLT (`model_type="detrvilt_vilt"`): AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForMaskedLM,
+    AutoModelForVisualQuestionAnswering, AutoImageProcessor, AutoProcessor.
+    """
     global _registered
     if _registered:
         return
@@ -34,4 +42,7 @@ def register_auto_classes() -> None:
     AutoModelForPreTraining.register(ViltConfig, ViltForPreTraining, exist_ok=True)
     AutoModelForMaskedLM.register(ViltConfig, ViltForPreTraining, exist_ok=True)
     AutoModelForVisualQuestionAnswering.register(ViltConfig, ViltForQuestionAnswering, exist_ok=True)
+    AutoImageProcessor.register(ViltConfig, slow_image_processor_class=DetrviltViltImageProcessor,
+                                fast_image_processor_class=DetrviltViltImageProcessor, exist_ok=True)
+    AutoProcessor.register(ViltConfig, DetrviltViltProcessor, exist_ok=True)
     _registered = True

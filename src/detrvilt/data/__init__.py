@@ -12,6 +12,26 @@ from .detection import (
     prepare_detection_dataset,
 )
 from .shapes import SHAPES, make_shapes_dataset, render_shapes_image
+from .vilt_collators import (
+    ViltITMCollator,
+    ViltMLMCollator,
+    ViltNLVR2Collator,
+    ViltRetrievalCollator,
+    ViltVQACollator,
+    retrieval_evaluation_batch,
+    retrieval_evaluation_pairs,
+    whole_word_mask,
+)
+from .vilt_loaders import load_karpathy_captions, load_nlvr2, load_vilt_dataset_from_disk, load_vqav2
+from .vilt_synthetic import (
+    VQA_ANSWERS,
+    make_vilt_captions_dataset,
+    make_vilt_nlvr2_dataset,
+    make_vilt_retrieval_dataset,
+    make_vilt_vqa_dataset,
+)
+from .vilt_tokenizer import default_vilt_processor, default_vilt_tokenizer
+from .vilt_vqa import build_answer_vocabulary, label2id_from, normalize_answer, vqa_score, vqa_targets
 
 __all__ = [
     "DetrDataCollator",
@@ -30,4 +50,28 @@ __all__ = [
     "prepare_detection_dataset",
     "render_shapes_image",
     "write_coco_detection",
+    "VQA_ANSWERS",
+    "ViltITMCollator",
+    "ViltMLMCollator",
+    "ViltNLVR2Collator",
+    "ViltRetrievalCollator",
+    "ViltVQACollator",
+    "build_answer_vocabulary",
+    "default_vilt_processor",
+    "default_vilt_tokenizer",
+    "label2id_from",
+    "load_karpathy_captions",
+    "load_nlvr2",
+    "load_vilt_dataset_from_disk",
+    "load_vqav2",
+    "make_vilt_captions_dataset",
+    "make_vilt_nlvr2_dataset",
+    "make_vilt_retrieval_dataset",
+    "make_vilt_vqa_dataset",
+    "normalize_answer",
+    "retrieval_evaluation_batch",
+    "retrieval_evaluation_pairs",
+    "vqa_score",
+    "vqa_targets",
+    "whole_word_mask",
 ]

@@ -1,0 +1,211 @@
+"""Built-in synthetic vision-language sets from one scene generator, small enough to train ViLT on a CPU in minutes.
+
+A scene is a few objects (shape: circle, square, triangle; colour: red, green, blue, yellow; size: small, large) at
+non-overlapping positions on a plain grey canvas. From scenes come:
+
+- captions / retrieval: ``"two red circles left of a blue square"`` (every caption is true of its image);
+- VQA: count, colour, shape, existence and relative-position questions, answers from the fixed [`VQA_ANSWERS`]
+  (ten identical annotator answers, so the soft score of the right answer is 1.0);
+- NLVR2-style pairs: a statement about two scenes, true of one pair and false of another (balanced labels).
+
+Every set is deterministic per seed: example ``i`` is drawn from its own stream seeded by ``(seed, i)``, so the first
+k examples do not depend on how many are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+from PIL import Image, ImageDraw
+
+SCENE_SHAPES = ("circle", "square", "triangle")
+SCENE_COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 90, 230), "yellow": (240, 210, 40)}
+SCENE_SIZES = {"small": 0.14, "large": 0.26}  # side as a fraction of the image side
+NUMBER_WORDS = ("no", "one", "two", "three", "four")
+VQA_ANSWERS = ("0", "1", "2", "3", "4", "yes", "no", *SCENE_COLOURS, *SCENE_SHAPES)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    size: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 absolute pixels
+
+    @property
+    def center_x(self) -> float:
+        return (self.box[0] + self.box[2]) / 2
+
+
+def random_scene(rng: np.random.Generator, image_size: int = 128, max_objects: int = 4) -> list[SceneObject]:
+    """1..`max_objects` non-overlapping objects (up to 100 placement tries each)."""
+    objects = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        shape = SCENE_SHAPES[rng.integers(len(SCENE_SHAPES))]
+        colour = list(SCENE_COLOURS)[rng.integers(len(SCENE_COLOURS))]
+        size = list(SCENE_SIZES)[rng.integers(len(SCENE_SIZES))]
+        side = int(SCENE_SIZES[size] * image_size)
+        for _ in range(100):
+            x0, y0 = (int(v) for v in rng.integers(2, image_size - side - 2, size=2))
+            box = (x0, y0, x0 + side, y0 + side)
+            if all(box[2] + 2 <= o.box[0] or o.box[2] + 2 <= box[0] or box[3] + 2 <= o.box[1] or o.box[3] + 2 <= box[1]
+                   for o in objects):
+                objects.append(SceneObject(shape, colour, size, box))
+                break
+    return objects
+
+
+def render_scene(objects: list[SceneObject], image_size: int = 128) -> Image.Image:
+    """The scene as an RGB PIL image on a light grey canvas."""
+    image = Image.new("RGB", (image_size, image_size), (150, 150, 150))
+    draw = ImageDraw.Draw(image)
+    for obj in objects:
+        x0, y0, x1, y1 = obj.box
+        fill = SCENE_COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+        else:
+            draw.polygon([((x0 + x1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+    return image
+
+
+def _plural(count: int, colour: str, shape: str) -> str:
+    word = NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
+    article = "a" if count == 1 else word
+    return f"{article} {colour} {shape}" + ("" if count == 1 else "s")
+
+
+def _groups(objects) -> dict[tuple[str, str], list[SceneObject]]:
+    groups: dict[tuple[str, str], list[SceneObject]] = {}
+    for obj in objects:
+        groups.setdefault((obj.colour, obj.shape), []).append(obj)
+    return groups
+
+
+def scene_captions(objects: list[SceneObject], rng: np.random.Generator) -> list[str]:
+    """True descriptions of a scene: a relation between two groups when there are two, and an inventory."""
+    groups = _groups(objects)
+    keys = sorted(groups)
+    captions = []
+    if len(keys) >= 2:
+        a, b = (keys[i] for i in rng.choice(len(keys), 2, replace=False))
+        ax = np.mean([o.center_x for o in groups[a]])
+        bx = np.mean([o.center_x for o in groups[b]])
+        relation = "left of" if ax < bx else "right of"
+        first = _plural(len(groups[a]), *a)
+        second = _plural(len(groups[b]), *b)
+        captions.append(f"{first} {relation} {second}")
+    captions.append(" and ".join(_plural(len(groups[k]), *k) for k in keys))
+    return captions
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index])
+
+
+def make_vilt_captions_dataset(num_images: int = 64, seed: int = 0, image_size: int = 128) -> datasets.Dataset:
+    """Columns `image` (PIL), `image_id`, `captions` (list of str, all true), `text` (the first caption)."""
+    rows = {"image": [], "image_id": [], "captions": [], "text": []}
+    for index in range(num_images):
+        rng = _rng(seed, index)
+        objects = random_scene(rng, image_size)
+        captions = scene_captions(objects, rng)
+        rows["image"].append(render_scene(objects, image_size))
+        rows["image_id"].append(index)
+        rows["captions"].append(captions)
+        rows["text"].append(captions[0])
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("int64"),
+                                  "captions": datasets.Sequence(datasets.Value("string")),
+                                  "text": datasets.Value("string")})
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+make_vilt_retrieval_dataset = make_vilt_captions_dataset
+
+
+def scene_question(objects: list[SceneObject], rng: np.random.Generator) -> tuple[str, str, str]:
+    """One (question, answer, question_type) about the scene; the answer is in [`VQA_ANSWERS`]."""
+    groups = _groups(objects)
+    unique = [o for o in objects if len(groups[(o.colour, o.shape)]) == 1]
+    kinds = ["count", "existence"]
+    if any(sum(o.shape == obj.shape for o in objects) == 1 for obj in objects):
+        kinds.append("colour")
+    if any(sum(o.colour == obj.colour for o in objects) == 1 for obj in objects):
+        kinds.append("shape")
+    if len(unique) >= 2:
+        kinds.append("position")
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "count":
+        shape = SCENE_SHAPES[rng.integers(len(SCENE_SHAPES))]
+        return f"how many {shape}s are there?", str(sum(o.shape == shape for o in objects)), kind
+    if kind == "existence":
+        colour = list(SCENE_COLOURS)[rng.integers(len(SCENE_COLOURS))]
+        shape = SCENE_SHAPES[rng.integers(len(SCENE_SHAPES))]
+        answer = "yes" if (colour, shape) in groups else "no"
+        return f"is there a {colour} {shape}?", answer, kind
+    if kind == "colour":
+        candidates = [o for o in objects if sum(p.shape == o.shape for p in objects) == 1]
+        obj = candidates[rng.integers(len(candidates))]
+        return f"what colour is the {obj.shape}?", obj.colour, kind
+    if kind == "shape":
+        candidates = [o for o in objects if sum(p.colour == o.colour for p in objects) == 1]
+        obj = candidates[rng.integers(len(candidates))]
+        return f"what shape is the {obj.colour} object?", obj.shape, kind
+    a, b = (unique[i] for i in rng.choice(len(unique), 2, replace=False))
+    answer = "yes" if a.center_x < b.center_x else "no"
+    return f"is the {a.colour} {a.shape} left of the {b.colour} {b.shape}?", answer, kind
+
+
+def make_vilt_vqa_dataset(num_questions: int = 64, seed: int = 0, image_size: int = 128) -> datasets.Dataset:
+    """Columns `image`, `image_id`, `question_id`, `question`, `answers` (ten identical), `question_type`.
+
+    The answer vocabulary is fixed: ``id2label = dict(enumerate(VQA_ANSWERS))``.
+    """
+    rows = {"image": [], "image_id": [], "question_id": [], "question": [], "answers": [], "question_type": []}
+    for index in range(num_questions):
+        rng = _rng(seed, index)
+        objects = random_scene(rng, image_size)
+        question, answer, kind = scene_question(objects, rng)
+        rows["image"].append(render_scene(objects, image_size))
+        rows["image_id"].append(index)
+        rows["question_id"].append(index)
+        rows["question"].append(question)
+        rows["answers"].append([answer] * 10)
+        rows["question_type"].append(kind)
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("int64"),
+                                  "question_id": datasets.Value("int64"), "question": datasets.Value("string"),
+                                  "answers": datasets.Sequence(datasets.Value("string")),
+                                  "question_type": datasets.Value("string")})
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def make_vilt_nlvr2_dataset(num_pairs: int = 64, seed: int = 0, image_size: int = 128) -> datasets.Dataset:
+    """Columns `image_0`, `image_1`, `text`, `label` (1 true), `identifier`; labels alternate true/false.
+
+    Statement: ``"there are exactly two red circles in the two images"``; for a false example the count is changed.
+    """
+    rows = {"image_0": [], "image_1": [], "text": [], "label": [], "identifier": []}
+    for index in range(num_pairs):
+        rng = _rng(seed, index)
+        scenes = [random_scene(rng, image_size), random_scene(rng, image_size)]
+        everything = scenes[0] + scenes[1]
+        obj = everything[rng.integers(len(everything))]
+        count = sum(o.colour == obj.colour and o.shape == obj.shape for o in everything)
+        label = index % 2 == 0
+        stated = count if label else (count + int(rng.integers(1, 3))) % 5 or 5
+        plural = "" if stated == 1 else "s"
+        verb = "is" if stated == 1 else "are"
+        word = NUMBER_WORDS[stated] if stated < len(NUMBER_WORDS) else str(stated)
+        rows["image_0"].append(render_scene(scenes[0], image_size))
+        rows["image_1"].append(render_scene(scenes[1], image_size))
+        rows["text"].append(f"there {verb} exactly {word} {obj.colour} {obj.shape}{plural} in the two images")
+        rows["label"].append(int(stated == count))
+        rows["identifier"].append(f"synthetic-{seed}-{index}")
+    features = datasets.Features({"image_0": datasets.Image(), "image_1": datasets.Image(),
+                                  "text": datasets.Value("string"), "label": datasets.Value("int64"),
+                                  "identifier": datasets.Value("string")})
+    return datasets.Dataset.from_dict(rows, features=features)
