@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-slow test-gpu bench-detr clean
+.PHONY: venv demo test test-slow test-gpu bench-detr clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): setup.cfg pyproject.toml requirements/pins.txt
 	$(PY) -m pip install --quiet -c requirements/pins.txt torch torchvision
 	$(PY) -m pip install --quiet -c requirements/pins.txt -e ".[tests]"
 	touch $(STAMP)
+
+# Trains a small DETR from scratch on the synthetic shapes set on the CPU (about 10 minutes), evaluates, draws, reloads.
+demo: $(STAMP)
+	$(PY) scripts/demo.py --output_dir outputs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,0 +1,110 @@
+"""Two CPU processes (gloo) through Accelerate: training steps run in step, and the 2-process COCO evaluation of a
+fixed model equals the 1-process one, every image counted exactly once."""
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from torch.utils.data import DataLoader
+
+from conftest import tiny_detr_config
+from detrvilt import DetrForObjectDetection, DetrImageProcessor
+from detrvilt.data import DetrDataCollator, make_shapes_dataset
+from detrvilt.training import EpochShuffleSampler, LoopConfig, create_detr_optimizer, train_loop
+from detrvilt.training.data import InMemoryDetectionDataset
+from detrvilt.training.recipes import evaluate_model
+
+SIZE = 64
+NUM_EVAL = 7  # odd, and not a multiple of 2 processes x batch 2: the last batch is padded with repeated images
+
+
+def processor():
+    return DetrImageProcessor(size={"shortest_edge": SIZE, "longest_edge": SIZE}, num_labels=3)
+
+
+def fixed_model():
+    torch.manual_seed(0)
+    config = tiny_detr_config(num_labels=3, num_queries=6, freeze_batch_norm=False, freeze_backbone_stem=False)
+    return DetrForObjectDetection(config)
+
+
+def eval_set():
+    return InMemoryDetectionDataset(make_shapes_dataset(NUM_EVAL, seed=1, image_size=SIZE, max_objects=3), processor())
+
+
+def train_two_steps(accelerator):
+    dataset = InMemoryDetectionDataset(make_shapes_dataset(8, seed=0, image_size=SIZE, max_objects=3), processor(),
+                                       flip_prob=0.5)
+    sampler = EpochShuffleSampler(len(dataset), seed=0)
+    loader = DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=DetrDataCollator(),
+                        generator=torch.Generator().manual_seed(0))
+    model = fixed_model()
+    optimizer = create_detr_optimizer(model, learning_rate=1e-3, backbone_learning_rate=1e-3)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    losses = train_loop(accelerator, model, optimizer, loader, LoopConfig(max_steps=2, progress_bar=False),
+                        sampler=sampler)
+    checksum = sum(p.detach().double().sum().item() for p in accelerator.unwrap_model(model).parameters())
+    return losses, checksum
+
+
+def _worker(rank, world_size, port, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    try:
+        accelerator = Accelerator(cpu=True)
+        scores = evaluate_model(accelerator, fixed_model(), eval_set(), processor(), batch_size=2, progress_bar=False)
+        losses, checksum = train_two_steps(accelerator)
+        queue.put((rank, accelerator.num_processes, scores, losses, checksum, None))
+    except Exception as error:  # report, so that the test fails with the reason instead of a timeout
+        queue.put((rank, None, None, None, None, repr(error)))
+        raise
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_two_processes_train_and_evaluate_like_one(fresh_accelerate_state):
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _free_port()
+    processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = {}
+    for _ in processes:
+        rank, world, scores, losses, checksum, error = queue.get(timeout=240)
+        assert error is None, f"rank {rank}: {error}"
+        results[rank] = (world, scores, losses, checksum)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+    single = evaluate_model(Accelerator(cpu=True), fixed_model(), eval_set(), processor(), batch_size=2,
+                            progress_bar=False)
+    assert single["num_images"] == NUM_EVAL
+    for rank in range(2):
+        world, scores, losses, checksum = results[rank]
+        assert world == 2
+        assert scores["num_images"] == NUM_EVAL  # every image once, although the last batch was padded
+        for key in ("map", "map_50", "map_75", "mar_1", "mar_10", "mar_100"):
+            assert scores[key] == pytest.approx(single[key], abs=1e-6), key
+        assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    # Both processes log the same (reduced) losses and hold the same weights after the steps (gradients averaged).
+    assert results[0][2] == pytest.approx(results[1][2], rel=1e-6)
+    assert results[0][3] == pytest.approx(results[1][3], rel=1e-9)
