@@ -1,7 +1,7 @@
 """Train and evaluate DETR with `accelerate` (any number of processes, mixed precision, exact resume).
 
-    accelerate launch --num_processes 2 --cpu scripts/train_detr_accelerate.py --output_dir out/detr \
-        --dataset synthetic --backbone resnet18 --max_steps 1000
+    accelerate launch --multi_gpu --num_processes 2 scripts/train_detr_accelerate.py --output_dir out/detr \
+        --dataset synthetic --backbone resnet18 --max_steps 1000    # 2 GPUs, or 2 CPU processes (gloo) without GPU
     python scripts/train_detr_accelerate.py --output_dir out/detr --mixed_precision bf16 ...   # one process
 
 Data: the synthetic shapes set (default), a COCO folder (`--dataset coco`) or a saved DatasetDict (`--dataset disk`).

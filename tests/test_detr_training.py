@@ -136,6 +136,22 @@ def test_trainer_evaluate_with_list_of_dict_labels_returns_coco_map(tmp_path):
     assert metrics["eval_map_50"] == pytest.approx(expected["map_50"], abs=1e-9)
 
 
+def test_trainer_draws_new_flips_every_epoch(tmp_path):
+    train = InMemoryDetectionDataset(shapes(4), processor(), flip_prob=0.5)
+    epochs = []
+    original = train.set_epoch
+    train.set_epoch = lambda epoch: (epochs.append(epoch), original(epoch))
+    trainer = DetrTrainer(model=tiny_model(), args=trainer_args(tmp_path, max_steps=-1, num_train_epochs=3),
+                          train_dataset=train, data_collator=DetrDataCollator())
+    trainer.train()
+    assert sorted(set(epochs)) == [0, 1, 2]
+    draws = set()
+    for epoch in range(3):
+        original(epoch)
+        draws.add(tuple(torch.equal(train[i]["pixel_values"], train.examples[i]["pixel_values"]) for i in range(4)))
+    assert len(draws) > 1  # which images are flipped changes from epoch to epoch
+
+
 def test_trainer_requires_unconcatenated_eval_batches(tmp_path):
     with pytest.raises(ValueError, match="eval_do_concat_batches"):
         DetrTrainer(model=tiny_model(), args=trainer_args(tmp_path, eval_do_concat_batches=True))

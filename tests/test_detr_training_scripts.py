@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+import os
 import re
 import subprocess
 import sys
@@ -92,6 +94,24 @@ def test_accelerate_script_trains_evaluates_and_saves(tmp_path, fresh_accelerate
     model = AutoModelForObjectDetection.from_pretrained(out)
     assert model.config.id2label == {0: "circle", 1: "square", 2: "triangle"}
     assert AutoImageProcessor.from_pretrained(out).size["shortest_edge"] == 64
+
+
+def test_accelerate_launch_with_two_processes_from_the_command_line(tmp_path):
+    """The README's `accelerate launch --multi_gpu --num_processes 2 ...` command on a CPU-only machine, as a user
+    types it: two processes joined through gloo."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(SCRIPTS / "train_detr_accelerate.py"), "--output_dir", str(out), "--max_steps", "2",
+               "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--in_memory",
+               "--progress_bar", "false", *TINY_MODEL, *TINY_DATA]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=280, env=environment)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2
+    assert len(summary["losses"]) == 2 and all(math.isfinite(v) for v in summary["losses"])
+    assert summary["eval"]["num_images"] == 5  # 5 images over 2 processes x batch 2: each counted once
 
 
 @pytest.mark.slow  # the Trainer path is covered by tests/test_detr_training.py; this runs the script as a whole

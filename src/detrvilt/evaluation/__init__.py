@@ -1,6 +1,6 @@
 """Evaluation metrics as `evaluate` modules that load offline from this package.
 
-``load_metric("coco_map")`` is ``evaluate.load`` on the metric's file inside the package.
+``load_metric(name)`` is ``evaluate.load`` on the metric's file inside the package (``coco_map.py`` for "coco_map").
 """
 
 from pathlib import Path
@@ -8,7 +8,8 @@ from pathlib import Path
 import evaluate
 
 _METRICS_DIR = Path(__file__).resolve().parent
-METRICS = ("coco_map",)
+# Every module file in this folder is a metric (`coco_map.py` -> "coco_map").
+METRICS = tuple(sorted(p.stem for p in _METRICS_DIR.glob("*.py") if not p.stem.startswith("_")))
 
 
 def metric_path(name: str) -> Path:

@@ -157,6 +157,10 @@ class DetrAccelerateArguments:
     max_train_minutes: float | None = field(default=None, metadata={
         "help": "A time budget: stop training after the step during which this many minutes have passed."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    cpu: bool = field(default=False, metadata={
+        "help": "Run on the CPU even where a GPU is present. Without a GPU the CPU is used anyway, and several "
+                "processes (`torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N`) "
+                "talk through gloo."})
     progress_bar: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self):

@@ -45,6 +45,11 @@ class DemoArguments:
     min_object_size: float = field(default=0.2, metadata={
         "help": "Smallest object side as a fraction of the image side (the largest is 0.5)."})
     backbone: str = field(default="resnet10t", metadata={"help": "timm backbone, trained from scratch."})
+    d_model: int = field(default=128, metadata={"help": "Width of the transformer."})
+    encoder_layers: int = field(default=2, metadata={"help": "Transformer encoder layers."})
+    decoder_layers: int = field(default=2, metadata={"help": "Transformer decoder layers."})
+    num_queries: int = field(default=10, metadata={"help": "Object queries (at most this many detections per image)."})
+    eos_coefficient: float = field(default=0.1, metadata={"help": "Weight of the 'no object' class in the loss."})
     num_threads: int = field(default=2, metadata={"help": "CPU threads for torch."})
     seed: int = field(default=0, metadata={"help": "Seed of the model, the shuffling and the flips."})
     progress_bar: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -53,8 +58,10 @@ class DemoArguments:
 def demo_configuration(args: DemoArguments):
     """The three argument dataclasses of the Accelerate recipe that the demo runs."""
     model_args = DetrModelArguments(
-        backbone=args.backbone, dilation=True, freeze_backbone_stem=False, freeze_batch_norm=False, d_model=128,
-        encoder_layers=2, decoder_layers=2, attention_heads=8, ffn_dim=512, num_queries=10, dropout=0.0)
+        backbone=args.backbone, dilation=True, freeze_backbone_stem=False, freeze_batch_norm=False,
+        d_model=args.d_model, encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers,
+        attention_heads=8, ffn_dim=4 * args.d_model, num_queries=args.num_queries, dropout=0.0,
+        eos_coefficient=args.eos_coefficient)
     data_args = DetrDataArguments(
         dataset="synthetic", synthetic_train_size=args.train_images, synthetic_eval_size=args.eval_images,
         synthetic_image_size=args.image_size, synthetic_min_objects=1, synthetic_max_objects=args.max_objects,
@@ -101,7 +108,8 @@ def run_demo(args: DemoArguments) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.perf_counter()
     model_args, data_args, train_args = demo_configuration(args)
-    print(f"demo: training a DETR ({args.backbone} DC5, d_model 128, 2+2 layers, 10 queries) from scratch for "
+    print(f"demo: training a DETR ({args.backbone} DC5, d_model {args.d_model}, {args.encoder_layers}+"
+          f"{args.decoder_layers} layers, {args.num_queries} queries) from scratch for "
           f"{args.max_steps} steps of {args.batch_size} synthetic {args.image_size}-pixel images, on the CPU")
     result = run_accelerate_training(model_args, data_args, train_args, accelerator=Accelerator(cpu=True))
     scores = result["eval"]

@@ -124,11 +124,23 @@ def evaluate_model(accelerator: Accelerator, model, eval_set, processor, batch_s
     return coco_map_from_records(records, deduplicate=True)
 
 
+def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+    """An `Accelerator` that also spans several CPU-only processes.
+
+    accelerate joins processes started by `torchrun` / `accelerate launch --multi_gpu` into one gloo group only when
+    told to use the CPU (`Accelerator(cpu=True)`); on a machine without an accelerator that is what the user means, so
+    it is set there. (`accelerate launch --cpu --num_processes N` starts a single process unless MPI is set up.)
+    """
+    has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu or not has_accelerator)
+
+
 def run_accelerate_training(model_args: DetrModelArguments, data_args: DetrDataArguments,
                             args: DetrAccelerateArguments, accelerator: Accelerator | None = None) -> dict:
     """Train with [`train_loop`], evaluate, save model + processor to `args.output_dir`. Returns a summary dict
     (`losses`, `log`, `eval`, `train_seconds`) on every process."""
-    accelerator = accelerator or Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = accelerator or make_accelerator(args.mixed_precision, args.cpu)
     set_seed(args.seed)
     train, evaluation, id2label = load_data(data_args)
     processor = build_image_processor(data_args, num_labels=len(id2label))

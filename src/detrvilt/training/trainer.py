@@ -13,14 +13,16 @@ What differs from the plain Trainer, and why:
 - evaluation returns `(logits, pred_boxes)` and the labels packed into batch-first tensors (`pack_labels`), batch by
   batch
   (`eval_do_concat_batches=False` is required: images have different numbers of objects);
-- a non-finite loss raises `FloatingPointError` naming the step and the batch's image ids.
+- a non-finite loss raises `FloatingPointError` naming the step and the batch's image ids;
+- a training dataset with `set_epoch` (the in-memory set's flips) gets it at every epoch ([`DatasetEpochCallback`]):
+  accelerate's loader forwards the epoch to the dataset only when its sampler cannot take it.
 """
 
 from __future__ import annotations
 
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from .metrics import pack_labels
 from .optimization import PAPER_BACKBONE_LEARNING_RATE, create_step_scheduler, detr_parameter_groups
@@ -41,6 +43,18 @@ def check_finite_loss(loss: torch.Tensor, step: int, labels=None) -> None:
             f"non-finite loss {loss.detach().float().tolist()} at step {step} on the batch with image ids "
             f"{_image_ids(labels)}; lower the learning rate, check these images' boxes, or train in fp32"
         )
+
+
+class DatasetEpochCallback(TrainerCallback):
+    """Calls `dataset.set_epoch(epoch)` at the start of every training epoch, so per-epoch augmentation draws change."""
+
+    def __init__(self, dataset):
+        if not callable(getattr(dataset, "set_epoch", None)):
+            raise TypeError(f"dataset must have a set_epoch(epoch) method, got {type(dataset).__name__}")
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
 
 
 class DetrTrainer(Trainer):
@@ -73,6 +87,8 @@ class DetrTrainer(Trainer):
         self.lr_drop_step = lr_drop_step
         self.lr_drop_gamma = lr_drop_gamma
         self.model_accepts_loss_kwargs = False
+        if callable(getattr(self.train_dataset, "set_epoch", None)):
+            self.add_callback(DatasetEpochCallback(self.train_dataset))
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -81,7 +97,7 @@ class DetrTrainer(Trainer):
                                            self.args.weight_decay)
             self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
                                                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                                               eps=self.args.adam_epsilon)
+                                               eps=self.args.adam_epsilon, fused=True)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
