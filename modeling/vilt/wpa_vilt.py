@@ -89,11 +89,36 @@ def wpa_distance(
         `torch.FloatTensor` of shape `(B,)`: `sum(cost * plan)` per pair, differentiable through the cost.
     """
     with torch.autocast(device_type=text_features.device.type, enabled=False):
+        cost, plan = wpa_transport(
+            text_features, image_features, text_valid, image_valid, beta, iterations, inner_iterations
+        )
+        return (cost * plan).sum(dim=(1, 2))
+
+
+def wpa_transport(
+    text_features: torch.Tensor,
+    image_features: torch.Tensor,
+    text_valid: torch.Tensor,
+    image_valid: torch.Tensor,
+    beta: float = 0.5,
+    iterations: int = 50,
+    inner_iterations: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cost and the IPOT plan behind [`wpa_distance`] (fp32, autocast off); the plan is what the word-patch
+    alignment pictures (``detrvilt.viz``) draw.
+
+    Args: as [`wpa_distance`].
+
+    Returns:
+        `cost` (`torch.FloatTensor` of shape `(B, M, N)`, cosine distances, 0 outside valid pairs, differentiable)
+        and `plan` (`(B, M, N)`, detached; rows sum to `1 / #valid tokens` on valid tokens, 0 elsewhere).
+    """
+    with torch.autocast(device_type=text_features.device.type, enabled=False):
         cost = cosine_cost(text_features.float(), image_features.float())  # (B, M, N)
         joint = text_valid[:, :, None] & image_valid[:, None, :]
         cost = cost.masked_fill(~joint, 0.0)
         plan = ipot_plan(cost.detach(), text_valid, image_valid, beta, iterations, inner_iterations)
-        return (cost * plan).sum(dim=(1, 2))
+    return cost, plan
 
 
 def wpa_loss(distance: torch.Tensor, itm_labels: torch.Tensor) -> torch.Tensor:
