@@ -143,7 +143,8 @@ def test_demo_pipeline_on_a_tiny_budget(tmp_path, fresh_accelerate_state, capsys
                                      num_threads=2))
     printed = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
-    for name in ("predictions.png", "loss_curve.png", "demo_results.json", "model/model.safetensors",
+    for name in ("detr_predictions.png", "detr_encoder_attention.png", "detr_decoder_attention.png",
+                 "detr_query_boxes.png", "loss_curve.png", "demo_results.json", "model/model.safetensors",
                  "model/config.json", "model/preprocessor_config.json"):
         assert (tmp_path / name).is_file(), name
     assert summary["reload_max_abs_difference"] <= 1e-5

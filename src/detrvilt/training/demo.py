@@ -19,7 +19,8 @@ from accelerate import Accelerator
 
 from .arguments import DetrAccelerateArguments, DetrDataArguments, DetrModelArguments
 from .metrics import reference_from_label
-from .plots import plot_loss_curve, plot_predictions
+from ..viz import detr_demo_pictures
+from .plots import plot_loss_curve
 from .recipes import format_coco_table, run_accelerate_training
 
 TARGETS = {"map_50": 0.7, "map": 0.4}
@@ -118,19 +119,10 @@ def run_demo(args: DemoArguments) -> dict:
     plot_loss_curve(result["log"], os.path.join(args.output_dir, "loss_curve.png"))
     eval_rows = result["eval_dataset"]
     shown = list(range(min(12, len(eval_set))))
-    batch_labels = [eval_set[i]["labels"] for i in shown]
-    from ..data import DetrDataCollator
-
-    batch = DetrDataCollator()([eval_set[i] for i in shown])
-    model.eval()
-    with torch.no_grad():
-        outputs = model(batch["pixel_values"], pixel_mask=batch["pixel_mask"])
-    detections = processor.post_process_object_detection(
-        outputs, threshold=0.0, target_sizes=[label["orig_size"].tolist() for label in batch_labels])
-    plot_predictions([eval_rows[i]["image"] for i in shown],
-                     [{k: v.tolist() for k, v in d.items()} for d in detections],
-                     [reference_from_label(label) for label in batch_labels], model.config.id2label,
-                     os.path.join(args.output_dir, "predictions.png"))
+    pictures = detr_demo_pictures(
+        model.eval(), processor, [eval_rows[i]["image"] for i in shown], args.output_dir, threshold=0.5,
+        references=[reference_from_label(eval_set[i]["labels"]) for i in shown],
+        query_box_images=[eval_rows[i]["image"] for i in range(min(100, len(eval_rows)))])
 
     difference = check_reload(model, train_args.output_dir, eval_set)
     total_seconds = time.perf_counter() - start
@@ -139,7 +131,7 @@ def run_demo(args: DemoArguments) -> dict:
         "num_eval_images": scores["num_images"], "train_seconds": round(result["train_seconds"], 1),
         "total_seconds": round(total_seconds, 1), "steps": len(result["losses"]), "max_steps": args.max_steps,
         "batch_size": args.batch_size,
-        "reload_max_abs_difference": difference, "targets": TARGETS,
+        "reload_max_abs_difference": difference, "pictures": pictures, "targets": TARGETS,
         "targets_reached": all(scores[k] >= v for k, v in TARGETS.items()),
     }
     with open(os.path.join(args.output_dir, "demo_results.json"), "w") as handle:
@@ -147,7 +139,7 @@ def run_demo(args: DemoArguments) -> dict:
     print(f"\nCOCO box metrics on {scores['num_images']} held-out synthetic images:\n{format_coco_table(scores)}")
     print(f"\nreloaded {train_args.output_dir} with AutoModelForObjectDetection.from_pretrained: same outputs "
           f"(max |difference| {difference:.1e})")
-    print(f"wrote {args.output_dir}/predictions.png, {args.output_dir}/loss_curve.png, {args.output_dir}/model/")
+    print(f"wrote {', '.join(pictures)}, {args.output_dir}/loss_curve.png and {args.output_dir}/model/")
     verdict = "reached" if summary["targets_reached"] else "NOT reached"
     print(f"mAP@0.5 {scores['map_50']:.3f} (target >= {TARGETS['map_50']}), mAP@[.5:.95] {scores['map']:.3f} "
           f"(target >= {TARGETS['map']}): targets {verdict}; {len(result['losses'])} steps, training "

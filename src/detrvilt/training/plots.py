@@ -1,4 +1,4 @@
-"""Pictures of a training run (matplotlib, headless): the loss curve and predictions over validation images."""
+"""The loss curve of a training run (matplotlib, headless); pictures of predictions and attention are in `detrvilt.viz`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 def plot_loss_curve(log: Sequence[dict], path: str, title: str = "DETR training loss") -> None:
@@ -28,40 +27,6 @@ def plot_loss_curve(log: Sequence[dict], path: str, title: str = "DETR training 
     axes[1].set_title("last decoder layer")
     axes[1].legend()
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_predictions(images: Sequence, detections: Sequence[dict], references: Sequence[dict], id2label: dict,
-                     path: str, threshold: float = 0.5, columns: int = 4) -> None:
-    """A grid of images with predicted boxes (solid, labelled with class and score) and ground truth (dashed).
-
-    Args:
-        images: PIL images or `(H, W, 3)` arrays, in original pixels.
-        detections: per image `boxes` (absolute xyxy), `scores`, `labels`.
-        references: per image `boxes` (absolute xyxy) and `labels`.
-    """
-    rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, detection, reference in zip(axes.flat, images, detections, references):
-        axis.imshow(np.asarray(image))
-        for box, label in zip(reference["boxes"], reference["labels"]):
-            x0, y0, x1, y1 = box
-            axis.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle="--", linewidth=1,
-                                         edgecolor="white"))
-        for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"]):
-            if score < threshold:
-                continue
-            x0, y0, x1, y1 = box
-            colour = colours(int(label) % 10)
-            axis.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linewidth=1.5, edgecolor=colour))
-            axis.text(x0, y0, f"{id2label.get(int(label), label)} {score:.2f}", fontsize=7, color="black",
-                      bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0})
-    figure.suptitle(f"predictions (solid, score > {threshold}) and ground truth (dashed white)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
