@@ -1,4 +1,4 @@
-"""The loss curve of a training run (matplotlib, headless); pictures of predictions and attention are in `detrvilt.viz`."""
+"""The loss curve of a training run (matplotlib, headless); predictions and attention pictures: `detrvilt.viz`."""
 
 from __future__ import annotations
 
