@@ -1,11 +1,13 @@
-"""The Hub boundary: files under modeling/ import only the allowed packages and each other (relatively)."""
+"""The Hub boundary: files under modeling/ import only the allowed packages (and the standard library) and each other
+by same-folder relative imports, which is what the remote-code copy follows."""
 
 import ast
+import sys
 from pathlib import Path
 
 MODELING = Path(__file__).resolve().parents[1] / "modeling"
-ALLOWED = {"torch", "torchvision", "timm", "scipy", "numpy", "PIL", "transformers",
-           "__future__", "collections", "dataclasses", "math", "typing", "re", "warnings", "functools"}
+# The design's list, plus the standard library (present wherever Python is).
+ALLOWED = {"torch", "torchvision", "timm", "scipy", "numpy", "PIL", "transformers"} | set(sys.stdlib_module_names)
 
 
 def test_modeling_imports_only_allowed_packages():
@@ -24,3 +26,42 @@ def test_modeling_imports_only_allowed_packages():
                 continue
             offenders += [f"{path.relative_to(MODELING)}: imports {root}" for root in roots if root not in ALLOWED]
     assert offenders == []
+
+
+def test_relative_imports_name_a_module_of_the_same_folder():
+    """transformers' remote-code loader copies a file's `from .module import ...` targets from the same folder only;
+    `from . import module` is not followed, so the Hub copy would miss that file."""
+    problems = []
+    for path in sorted(MODELING.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if not node.module:
+                    problems.append(f"{path.relative_to(MODELING)}: 'from . import' is not followed by remote code")
+                elif not (path.parent / f"{node.module.split('.')[0]}.py").is_file():
+                    problems.append(f"{path.relative_to(MODELING)}: .{node.module} is not a file of its folder")
+    assert problems == []
+
+
+def test_remote_code_copy_follows_relative_imports_and_symlinked_shared_files(tmp_path, monkeypatch):
+    """A helper shared by two model folders can live once and be linked into the other folder: the copy for the Hub
+    writes its content as a plain file next to the importing module."""
+    from detrvilt.hub import copy_remote_code
+
+    (tmp_path / "pkg_a").mkdir()
+    (tmp_path / "pkg_b").mkdir()
+    (tmp_path / "pkg_a" / "__init__.py").write_text("")
+    (tmp_path / "pkg_b" / "__init__.py").write_text("")
+    (tmp_path / "pkg_b" / "shared_io.py").write_text("def decode(x):\n    return x\n")
+    (tmp_path / "pkg_a" / "shared_io.py").symlink_to(tmp_path / "pkg_b" / "shared_io.py")
+    (tmp_path / "pkg_a" / "helpers.py").write_text("from .shared_io import decode\n")
+    (tmp_path / "pkg_a" / "processing.py").write_text("from .helpers import decode\n\n\nclass Thing:\n    pass\n")
+    (tmp_path / "pkg_a" / "unused.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("pkg_a.processing")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert copy_remote_code([module.Thing], out) == ["helpers.py", "processing.py", "shared_io.py"]
+    assert not (out / "shared_io.py").is_symlink()
+    assert (out / "shared_io.py").read_text() == "def decode(x):\n    return x\n"

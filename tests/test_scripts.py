@@ -1,42 +1,34 @@
-"""The command-line entry points, run as a user would (on local folders only)."""
+"""The command-line entry points of the Hub issue: every argument has a help text that `--help` shows. (What the
+scripts do is tested in test_conversion_official.py, test_hub_cards.py and test_onnx.py.)"""
 
-import subprocess
+import dataclasses
 import sys
 from pathlib import Path
 
-import torch
-import transformers
-
-from conftest import padded_pair
-from detrvilt import DetrForObjectDetection
+import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import convert_checkpoint  # noqa: E402
+import export_onnx  # noqa: E402
+import push_to_hub  # noqa: E402
 
 
-def test_convert_checkpoint_on_a_transformers_folder(tmp_path):
-    config = transformers.DetrConfig(backbone="resnet18", use_timm_backbone=True, num_labels=4, d_model=32,
-                                     encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
-                                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=8)
-    hf_model = transformers.DetrForObjectDetection(config).eval()
-    hf_model.save_pretrained(tmp_path / "hf")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "convert_checkpoint.py"), "--input_dir", str(tmp_path / "hf"),
-         "--output_dir", str(tmp_path / "ours")],
-        capture_output=True, text=True, timeout=240,
-    )
-    assert result.returncode == 0, result.stderr
-    ours = DetrForObjectDetection.from_pretrained(tmp_path / "ours").eval()
-    pixel_values, pixel_mask = padded_pair()
-    with torch.no_grad():
-        expected = hf_model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-        actual = ours(pixel_values, pixel_mask=pixel_mask)
-    torch.testing.assert_close(actual.logits, expected.logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(actual.pred_boxes, expected.pred_boxes, atol=1e-4, rtol=0)
-
-
-def test_convert_checkpoint_help_explains_every_argument():
-    result = subprocess.run([sys.executable, str(SCRIPTS / "convert_checkpoint.py"), "--help"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0
-    assert "--input_dir" in result.stdout and "Folder of a transformers" in result.stdout
-    assert "--output_dir" in result.stdout and "Where to write" in result.stdout
+@pytest.mark.parametrize("script, arguments", [
+    (convert_checkpoint, convert_checkpoint.ConvertArguments),
+    (push_to_hub, push_to_hub.PushArguments),
+    (export_onnx, export_onnx.ExportArguments),
+])
+def test_help_explains_every_argument(script, arguments, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    fields = dataclasses.fields(arguments)
+    assert len(fields) >= 2
+    for f in fields:
+        help_text = f.metadata.get("help", "")
+        assert help_text, f"--{f.name} has no help"
+        assert f"--{f.name}" in text and " ".join(help_text.split()[:4]) in text, f.name

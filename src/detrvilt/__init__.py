@@ -3,7 +3,7 @@
 ``import detrvilt`` registers every model with transformers' Auto classes.
 """
 
-from .hub import register_auto_classes
+from .hub import push_to_hub, register_auto_classes, save_for_hub
 from .modeling.detr import (
     DetrConfig,
     DetrForObjectDetection,
@@ -59,6 +59,8 @@ __all__ = [
     "DetrviltViltProcessor",
     "ViltImageProcessor",
     "ViltProcessor",
+    "push_to_hub",
     "register_auto_classes",
+    "save_for_hub",
     "make_shapes_dataset",
 ]

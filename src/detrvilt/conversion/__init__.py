@@ -1,13 +1,20 @@
-"""Checkpoints from transformers (and, later, the official repositories) into detrvilt's models."""
+"""Checkpoints from transformers and from the official repositories (facebookresearch/detr ``.pth``, dandelin/ViLT
+``.ckpt``) into detrvilt's models, and export to ONNX (``detrvilt.conversion.onnx_export``)."""
 
+from .checkpoints import convert_checkpoint
 from .detr import convert_transformers_config, convert_transformers_detr, convert_transformers_state_dict
+from .official import convert_official_detr, convert_official_vilt, load_official_checkpoint
 from .vilt import convert_transformers_vilt, convert_transformers_vilt_config, convert_transformers_vilt_state_dict
 
 __all__ = [
+    "convert_checkpoint",
+    "convert_official_detr",
+    "convert_official_vilt",
     "convert_transformers_config",
     "convert_transformers_detr",
     "convert_transformers_state_dict",
     "convert_transformers_vilt",
     "convert_transformers_vilt_config",
     "convert_transformers_vilt_state_dict",
+    "load_official_checkpoint",
 ]

@@ -187,10 +187,13 @@ def run_accelerate_training(model_args: DetrModelArguments, data_args: DetrDataA
 
 
 def save_trained(model, processor, output_dir: str, summary: dict | None = None) -> None:
-    """The Hub-ready folder: `config.json`, `model.safetensors`, `preprocessor_config.json`, `train_summary.json`."""
+    """The Hub-ready folder: `config.json` (with `auto_map`), `model.safetensors`, `preprocessor_config.json`, the
+    `modeling/detr` files (remote code: loads with `trust_remote_code=True` where detrvilt is not installed) and
+    `train_summary.json`."""
+    from ..hub import save_for_hub
+
     os.makedirs(output_dir, exist_ok=True)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    save_for_hub(model, processor, output_dir)
     if summary is not None:
         with open(os.path.join(output_dir, "train_summary.json"), "w") as handle:
             json.dump(summary, handle, indent=1, default=str)
