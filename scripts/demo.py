@@ -1,13 +1,17 @@
-"""The demo: train a small DETR from scratch on the synthetic shapes set on the CPU, evaluate it, draw it, reload it.
+"""The demo: a small DETR trained from scratch on synthetic shapes, then a small ViLT pretrained and fine-tuned on
+synthetic VQA, both on the CPU, evaluated, drawn and reloaded.
 
     make demo            # or: .venv/bin/python scripts/demo.py --output_dir outputs/demo
 
-Offline throughout. Steps: build the synthetic set (train seed 0, held-out validation seed 1); train with the
-Accelerate loop (one process); print the COCO table on the held-out images; write `predictions.png` and
-`loss_curve.png`; save a Hub-ready folder (`model/`: config, safetensors weights, image processor); reload it with
-`AutoModelForObjectDetection.from_pretrained` and `AutoImageProcessor.from_pretrained` and check that the reloaded
-model gives the same outputs. The recipe (a small DC5 ResNet on 64-pixel images, the backbone trained at the
-transformer's learning rate) is what fits a 10-minute CPU budget; the paper's recipe is the scripts' default.
+Offline throughout. DETR: build the synthetic shapes set (train seed 0, held-out validation seed 1); train with the
+Accelerate loop (one process); print the COCO table on the held-out images; write the pictures (predictions,
+encoder and decoder attention, object-query boxes) and the loss curve; save a Hub-ready folder (`model/`: config,
+safetensors weights, image processor, remote code); reload it with `AutoModelForObjectDetection.from_pretrained`
+and check that it gives the same outputs. The recipe (a small DC5 ResNet on 64-pixel images, the backbone trained
+at the transformer's learning rate) is what fits a CPU budget; the paper's recipe is the training scripts' default.
+ViLT (`--vilt`, on by default; `python -m detrvilt.training.vilt_demo` runs it alone): pretrain on synthetic
+captions (MLM + ITM), fine-tune on synthetic VQA, print the VQA score against the majority answer, answer questions
+about a new picture, and draw a word-patch alignment, into `output_dir/vilt`.
 """
 
 from transformers import HfArgumentParser

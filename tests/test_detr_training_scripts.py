@@ -140,7 +140,7 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path, argv, name, fres
 def test_demo_pipeline_on_a_tiny_budget(tmp_path, fresh_accelerate_state, capsys):
     summary = run_demo(DemoArguments(output_dir=str(tmp_path), max_steps=3, batch_size=4, train_images=8,
                                      eval_images=6, warmup_steps=1, lr_drop_step=2, progress_bar=False,
-                                     num_threads=2))
+                                     num_threads=2, vilt=False))
     printed = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in printed
     for name in ("detr_predictions.png", "detr_encoder_attention.png", "detr_decoder_attention.png",

@@ -99,8 +99,32 @@ def test_mlm_and_itm_collators(processor):
     for i in range(6):  # positives keep their own image, negatives get another one
         assert torch.equal(itm["pixel_values"][i], own[i]) == bool(itm["itm_labels"][i])
     assert torch.equal(itm["input_ids"], ViltITMCollator(processor, seed=0)(examples)["input_ids"])
-    with pytest.raises(ValueError, match="at least 2"):
-        ViltITMCollator(processor)(examples[:1])
+    # nothing to swap with (one example, or one image's captions only): the pairs stay matched
+    assert ViltITMCollator(processor)(examples[:1])["itm_labels"].tolist() == [1]
+    same_image = [{**examples[0], "text": text} for text in ("a red circle", "two blue squares", "a circle")]
+    assert ViltITMCollator(processor)(same_image)["itm_labels"].tolist() == [1, 1, 1]
+
+
+def test_pretraining_collator_masks_only_matched_pairs_and_batches_are_seeded_by_content(processor):
+    from detrvilt.data.vilt_collators import BatchSeededCollator, IndexedExamples, ViltPretrainingCollator
+
+    data = IndexedExamples(make_vilt_captions_dataset(8, seed=2, image_size=64))
+    collator = BatchSeededCollator(ViltPretrainingCollator(processor, mlm_probability=0.5), seed=3,
+                                   return_indices=True)
+    examples = [data[i] for i in (5, 1, 7, 2, 0, 3)]
+    batch = collator(examples)
+    assert batch["itm_labels"].sum() == 3 and batch["example_index"].tolist() == [5, 1, 7, 2, 0, 3]
+    replaced = batch["itm_labels"] == 0
+    assert (batch["labels"][replaced] == -100).all()  # MLM reads only texts paired with their own image
+    assert (batch["labels"][~replaced] != -100).any()
+    collator([data[i] for i in (4, 6)])  # another batch in between changes nothing for this one
+    again = collator(examples)
+    for key in ("input_ids", "labels", "itm_labels", "pixel_values"):
+        assert torch.equal(again[key], batch[key]), key
+    data.set_epoch(1)  # the next epoch masks differently
+    assert not torch.equal(collator([data[i] for i in (5, 1, 7, 2, 0, 3)])["input_ids"], batch["input_ids"])
+    with pytest.raises(ValueError, match="IndexedExamples"):
+        collator([make_vilt_captions_dataset(2, image_size=64)[0]])
 
 
 def test_collators_feed_the_models(processor):

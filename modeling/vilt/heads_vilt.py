@@ -171,6 +171,7 @@ class ViltForPreTraining(ViltPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         generator: torch.Generator | None = None,
+        mlm_masked_only: bool = False,
     ) -> ViltForPreTrainingOutput | tuple:
         r"""
         Args:
@@ -180,6 +181,9 @@ class ViltForPreTraining(ViltPreTrainedModel):
                 token id at masked positions, -100 elsewhere. Needs `"mlm"` in `config.pretraining_objectives`.
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): 1 where image and text match, 0
                 where the image was replaced. Gives the ITM loss and, with `"wpa"`, the WPA loss.
+            mlm_masked_only (`bool`, *optional*, defaults to `False`): with `labels`, run the MLM decoder only on the
+                labelled tokens (the loss is the same; training is cheaper, the vocabulary projection being the
+                largest matrix). `logits` is then `(num_labelled_tokens, vocab_size)`, in row-major token order.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -208,12 +212,20 @@ class ViltForPreTraining(ViltPreTrainedModel):
         sequence = outputs.last_hidden_state  # (B, T + 1 + L, D)
         text_features, image_features = sequence[:, :text_length], sequence[:, text_length:]
 
-        logits = self.mlm_score(text_features) if "mlm" in objectives else None  # (B, T, V)
+        mlm_labels = labels
+        if "mlm" not in objectives:
+            logits = None
+        elif mlm_masked_only and labels is not None:
+            labelled = labels.to(sequence.device) != -100  # (B, T)
+            logits = self.mlm_score(text_features[labelled])  # (N, V)
+            mlm_labels = labels.to(sequence.device)[labelled][None]  # (1, N)
+        else:
+            logits = self.mlm_score(text_features)  # (B, T, V)
         itm_logits = self.itm_score(outputs.pooler_output) if "itm" in objectives else None  # (B, 2)
         loss_dict = {}
         distance = None
         if labels is not None:
-            loss_dict["mlm_loss"] = masked_lm_loss(logits, labels)
+            loss_dict["mlm_loss"] = masked_lm_loss(logits if logits.ndim == 3 else logits[None], mlm_labels)
         if itm_labels is not None:
             itm_labels = itm_labels.to(sequence.device)
             if "itm" in objectives:

@@ -13,6 +13,9 @@ from .detection import (
 )
 from .shapes import SHAPES, make_shapes_dataset, render_shapes_image
 from .vilt_collators import (
+    BatchSeededCollator,
+    IndexedExamples,
+    ViltPretrainingCollator,
     ViltITMCollator,
     ViltMLMCollator,
     ViltNLVR2Collator,
@@ -51,6 +54,9 @@ __all__ = [
     "render_shapes_image",
     "write_coco_detection",
     "VQA_ANSWERS",
+    "BatchSeededCollator",
+    "IndexedExamples",
+    "ViltPretrainingCollator",
     "ViltITMCollator",
     "ViltMLMCollator",
     "ViltNLVR2Collator",

@@ -193,7 +193,7 @@ class ViltMLMCollator(_ViltCollator):
 class ViltITMCollator(_ViltCollator):
     """Image-text matching: `batch_size // 2` pairs get another example's image; `itm_labels` (B,) 1 = matched.
 
-    The texts are not masked (the official ITM/WPA pass). Needs at least two examples with different images.
+    The texts are not masked (the official ITM/WPA pass). Negatives need examples with different images in the batch.
     `image_id_column` (default `"image_id"`, used when present) says which examples share an image.
     """
 
@@ -201,28 +201,110 @@ class ViltITMCollator(_ViltCollator):
         super().__init__(processor, **kwargs)
         self.image_id_column = image_id_column
 
-    def __call__(self, examples: Sequence[Mapping]) -> dict:
+    def draw_images(self, examples: Sequence[Mapping], descriptions: Sequence[str]) -> tuple[list[int], torch.Tensor]:
+        """`(sources, itm_labels)`: the example whose image each pair gets, and 1 where that is its own image.
+
+        `batch_size // 2` randomly chosen pairs get another example's image; a chosen pair whose image every other
+        example shares (e.g. an evaluation batch of one image's captions) keeps its own and stays matched.
+        """
         batch_size = len(examples)
-        if batch_size < 2:
-            raise ValueError(f"ITM needs at least 2 examples per batch to draw negatives, got {batch_size}")
-        descriptions = [_describe(e, i) for i, e in enumerate(examples)]
-        texts = [_text(e, self.text_column, i) for i, e in enumerate(examples)]
-        images = self._column(examples, self.image_column)
+        if batch_size < 1:
+            raise ValueError("ITM needs at least one example")
         ids = [e.get(self.image_id_column, i) for i, e in enumerate(examples)]
         itm_labels = torch.ones(batch_size, dtype=torch.long)
         negatives = torch.randperm(batch_size, generator=self.generator)[: batch_size // 2].tolist()
         sources = list(range(batch_size))
         for i in negatives:
             others = [j for j in range(batch_size) if ids[j] != ids[i]]
-            if not others:
-                raise ValueError(f"{descriptions[i]}: every example of the batch has the same image "
-                                 f"({self.image_id_column}={ids[i]!r}); ITM needs a different image")
-            sources[i] = others[int(torch.randint(len(others), (), generator=self.generator))]
-            itm_labels[i] = 0
+            if others:
+                sources[i] = others[int(torch.randint(len(others), (), generator=self.generator))]
+                itm_labels[i] = 0
+        return sources, itm_labels
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict:
+        descriptions = [_describe(e, i) for i, e in enumerate(examples)]
+        texts = [_text(e, self.text_column, i) for i, e in enumerate(examples)]
+        images = self._column(examples, self.image_column)
+        sources, itm_labels = self.draw_images(examples, descriptions)
         batch = dict(self._tokenize(texts))
         batch["pixel_values"], batch["pixel_mask"] = self._images(
             [images[j] for j in sources], [descriptions[j] for j in sources])
         batch["itm_labels"] = itm_labels
+        return batch
+
+
+class ViltPretrainingCollator(ViltITMCollator, ViltMLMCollator):
+    """All three pretraining objectives in one pass: whole-word-masked texts (`labels`), half of the images replaced
+    (`itm_labels`, which also drive WPA).
+
+    The official code runs two passes (MLM on matched pairs, ITM + WPA on unmasked text); this one-pass variant
+    (see [`ViltForPreTraining`]) costs half. MLM targets are kept only on the matched pairs (-100 on the replaced
+    ones), so the MLM objective still reads the text's own image. Arguments: those of [`ViltMLMCollator`] and
+    [`ViltITMCollator`].
+    """
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict:
+        descriptions = [_describe(e, i) for i, e in enumerate(examples)]
+        texts = [_text(e, self.text_column, i) for i, e in enumerate(examples)]
+        images = self._column(examples, self.image_column)
+        sources, itm_labels = self.draw_images(examples, descriptions)
+        batch = self.mask_texts(texts)
+        batch["labels"][itm_labels == 0] = IGNORE_INDEX
+        batch["pixel_values"], batch["pixel_mask"] = self._images(
+            [images[j] for j in sources], [descriptions[j] for j in sources])
+        batch["itm_labels"] = itm_labels
+        return batch
+
+
+class IndexedExamples(torch.utils.data.Dataset):
+    """A map-style dataset whose examples carry their position (`_index`) and the epoch (`_epoch`, see `set_epoch`),
+    for [`BatchSeededCollator`]. `dataset` is a `datasets.Dataset` or any sequence of dicts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[int(index)], "_index": int(index), "_epoch": self.epoch}
+
+
+class BatchSeededCollator:
+    """Makes a collator's randomness (masking, ITM negatives, RandAugment) a function of the batch alone.
+
+    Before each call the wrapped collator's generator is re-seeded from `seed`, the epoch and the examples'
+    positions (from [`IndexedExamples`]), so a batch is built the same way whether or not the batches before it were
+    built: what an exact resume needs (resuming skips batches without collating them), and what makes every process
+    and worker independent of the others' history.
+
+    Args:
+        collator: a ViLT collator (anything with a `torch.Generator` attribute `generator`).
+        seed (`int`): the run's seed.
+        return_indices (`bool`): add `example_index` (`(B,)`, the examples' `_index`) to the batch, for evaluation
+            records and error messages (drop it before calling the model).
+    """
+
+    def __init__(self, collator, seed: int = 0, return_indices: bool = False):
+        if not isinstance(getattr(collator, "generator", None), torch.Generator):
+            raise TypeError(f"collator must have a torch.Generator `generator`, got {type(collator).__name__}")
+        self.collator = collator
+        self.seed = int(seed)
+        self.return_indices = return_indices
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict:
+        missing = [i for i, e in enumerate(examples) if "_index" not in e]
+        if missing:
+            raise ValueError(f"examples {missing} have no '_index': wrap the dataset in IndexedExamples")
+        key = (self.seed, int(examples[0].get("_epoch", 0)), *(int(e["_index"]) for e in examples))
+        self.collator.generator.manual_seed(hash(key) % (2**63))  # hash of a tuple of ints is stable across runs
+        batch = self.collator(examples)
+        if self.return_indices:
+            batch["example_index"] = torch.tensor([int(e["_index"]) for e in examples])
         return batch
 
 

@@ -107,12 +107,19 @@ def _rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def make_vilt_captions_dataset(num_images: int = 64, seed: int = 0, image_size: int = 128) -> datasets.Dataset:
-    """Columns `image` (PIL), `image_id`, `captions` (list of str, all true), `text` (the first caption)."""
+def make_vilt_captions_dataset(num_images: int = 64, seed: int = 0, image_size: int = 128,
+                               max_objects: int = 4) -> datasets.Dataset:
+    """Columns `image` (PIL), `image_id`, `captions` (list of str, all true), `text` (the first caption).
+
+    `max_objects` (at least 1) bounds the objects per scene; 1 gives one-object scenes with captions such as
+    ``"a red circle"`` (an easy retrieval set for quick checks).
+    """
+    if not isinstance(max_objects, int) or max_objects < 1:
+        raise ValueError(f"max_objects must be a positive integer, got {max_objects!r}")
     rows = {"image": [], "image_id": [], "captions": [], "text": []}
     for index in range(num_images):
         rng = _rng(seed, index)
-        objects = random_scene(rng, image_size)
+        objects = random_scene(rng, image_size, max_objects)
         captions = scene_captions(objects, rng)
         rows["image"].append(render_scene(objects, image_size))
         rows["image_id"].append(index)

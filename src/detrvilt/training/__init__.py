@@ -1,5 +1,5 @@
-"""Training DETR (and, through the model-agnostic Accelerate loop, ViLT): the paper's optimizer, `Trainer` wiring with
-COCO mAP as `compute_metrics`, and an `accelerate` loop with exact resume and multi-process evaluation."""
+"""Training DETR and ViLT: the papers' optimizers, `Trainer` wiring with their metrics as `compute_metrics`, and one
+model-agnostic `accelerate` loop with exact resume and multi-process evaluation, shared by both models."""
 
 from .accelerate_loop import (
     EpochShuffleSampler,
@@ -23,9 +23,16 @@ from .optimization import (
     detr_parameter_groups,
     step_decay_lambda,
 )
-from .trainer import DetrTrainer, check_finite_loss
+from .recipes import make_accelerator
+from .trainer import DatasetEpochCallback, DetrTrainer, check_finite_loss
+from .vilt_demo import ViltDemoArguments, run_vilt_demo
+from .vilt_evaluation import ViltMetrics
+from .vilt_optimization import create_vilt_optimizer, create_vilt_scheduler, vilt_parameter_groups
+from .vilt_recipes import run_vilt_accelerate_training, run_vilt_trainer_training
+from .vilt_trainer import ViltTrainer, retrieval_recall
 
 __all__ = [
+    "DatasetEpochCallback",
     "DetrCocoMetrics",
     "DetrTrainer",
     "EpochShuffleSampler",
@@ -50,4 +57,15 @@ __all__ = [
     "save_checkpoint",
     "step_decay_lambda",
     "train_loop",
+    "ViltDemoArguments",
+    "ViltMetrics",
+    "ViltTrainer",
+    "create_vilt_optimizer",
+    "create_vilt_scheduler",
+    "make_accelerator",
+    "retrieval_recall",
+    "run_vilt_accelerate_training",
+    "run_vilt_demo",
+    "run_vilt_trainer_training",
+    "vilt_parameter_groups",
 ]

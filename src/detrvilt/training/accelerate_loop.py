@@ -1,8 +1,9 @@
 """A training and evaluation loop on `accelerate`, for any model whose `forward(**batch)` returns a `loss`.
 
-It is written for DETR and meant for ViLT too: nothing in `train_loop` or `gather_eval_records` knows the model; the
-DETR parts are the `eval_step` ([`detr_eval_step`]) and the batch description used in error messages
-([`batch_image_ids`]).
+Nothing in `train_loop` or `gather_eval_records` knows the model: DETR and ViLT train on the same loop. The
+model-specific parts are passed in: the `eval_step` ([`detr_eval_step`] here; ViLT's `vilt_eval_step` and
+`retrieval_eval_step` in `vilt_evaluation.py`), the `loss_step` and the batch description used in error messages
+([`batch_image_ids`] for DETR, `batch_example_ids` for ViLT).
 
 - Any number of processes (`accelerate launch`), mixed precision through the `Accelerator` (`bf16`, `fp16`, `no`).
 - Gradient accumulation by hand: every optimizer step takes exactly `gradient_accumulation_steps` batches from an
@@ -61,9 +62,13 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 def batch_image_ids(batch: Mapping) -> list:
-    """The `image_id` of every image of a detection batch (`labels` list of dicts), for error messages."""
+    """The `image_id` of every image of a detection batch (`labels` list of dicts), for error messages; empty when the
+    labels are not a list of dicts (e.g. a tensor)."""
+    labels = batch.get("labels")
+    if not isinstance(labels, (list, tuple)):
+        return []
     ids = []
-    for label in batch.get("labels") or []:
+    for label in labels:
         value = label.get("image_id") if isinstance(label, Mapping) else None
         ids.append(int(torch.as_tensor(value).reshape(-1)[0]) if value is not None else None)
     return ids

@@ -54,6 +54,10 @@ class DemoArguments:
     num_threads: int = field(default=2, metadata={"help": "CPU threads for torch."})
     seed: int = field(default=0, metadata={"help": "Seed of the model, the shuffling and the flips."})
     progress_bar: bool = field(default=True, metadata={"help": "Show progress bars."})
+    vilt: bool = field(default=True, metadata={
+        "help": "After DETR, run the ViLT demo too (pretraining on synthetic captions, VQA fine-tuning, answers to "
+                "questions about a new picture, word-patch alignment) into output_dir/vilt; its own settings: "
+                "`python -m detrvilt.training.vilt_demo --help`."})
 
 
 def demo_configuration(args: DemoArguments):
@@ -101,6 +105,33 @@ def check_reload(model, model_dir: str, eval_set, num_images: int = 16) -> float
     return difference
 
 
+def word_patch_alignment_picture(model, processor, image_size: int, path: str, seed: int = 0) -> str:
+    """The word-patch alignment of a trained ViLT on a new synthetic scene and one of its captions."""
+    import numpy as np
+
+    from ..data.vilt_synthetic import random_scene, render_scene, scene_captions
+    from ..viz import draw_word_patch_alignment
+
+    rng = np.random.default_rng([seed, 4242])
+    objects = random_scene(rng, image_size)
+    caption = scene_captions(objects, rng)[0]
+    draw_word_patch_alignment(model.eval(), processor, render_scene(objects, image_size), caption, path)
+    return path
+
+
+def run_vilt_part(args: DemoArguments) -> dict:
+    """The ViLT half of the demo, with its default settings, into `output_dir/vilt`."""
+    from .vilt_demo import ViltDemoArguments, run_vilt_demo
+
+    vilt_args = ViltDemoArguments(output_dir=os.path.join(args.output_dir, "vilt"), num_threads=args.num_threads,
+                                  progress_bar=args.progress_bar)
+    result = run_vilt_demo(vilt_args)
+    picture = word_patch_alignment_picture(result["model"], result["processor"], vilt_args.image_size,
+                                           os.path.join(vilt_args.output_dir, "vilt_word_patch_alignment.png"))
+    print(f"wrote {picture}")
+    return {k: v for k, v in result.items() if k not in ("model", "processor", "image")} | {"wpa_picture": picture}
+
+
 def run_demo(args: DemoArguments) -> dict:
     """Run the whole demo; returns (and writes to `output_dir/demo_results.json`) the numbers it reached."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,5 +175,11 @@ def run_demo(args: DemoArguments) -> dict:
     print(f"mAP@0.5 {scores['map_50']:.3f} (target >= {TARGETS['map_50']}), mAP@[.5:.95] {scores['map']:.3f} "
           f"(target >= {TARGETS['map']}): targets {verdict}; {len(result['losses'])} steps, training "
           f"{result['train_seconds'] / 60:.1f} min, "
-          f"whole demo {total_seconds / 60:.1f} min")
+          f"DETR part {total_seconds / 60:.1f} min")
+    if args.vilt:
+        summary["vilt"] = run_vilt_part(args)
+        summary["total_seconds_with_vilt"] = round(time.perf_counter() - start, 1)
+        with open(os.path.join(args.output_dir, "demo_results.json"), "w") as handle:
+            json.dump({**summary, "coco": scores}, handle, indent=1, default=str)
+        print(f"whole demo (DETR and ViLT) {summary['total_seconds_with_vilt'] / 60:.1f} min")
     return summary
