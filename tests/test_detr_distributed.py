@@ -18,7 +18,8 @@ def global_batch():
     logits = torch.randn(2, 4, 10, 4, generator=generator)  # (layers, images, queries, classes + 1)
     boxes = torch.rand(2, 4, 10, 4, generator=generator) * 0.5 + 0.2
     labels = [
-        {"class_labels": torch.randint(3, (n,), generator=generator), "boxes": torch.rand(n, 4, generator=generator) * 0.3 + 0.2}
+        {"class_labels": torch.randint(3, (n,), generator=generator),
+         "boxes": torch.rand(n, 4, generator=generator) * 0.3 + 0.2}
         for n in sum(COUNTS, [])
     ]
     return logits, boxes, labels
@@ -33,7 +34,8 @@ def _worker(rank, world_size, port, queue):
         boxes = boxes[:, part].clone().requires_grad_(True)
         _, loss_dict = DetrLoss(num_labels=3).compute(logits[:, part], boxes, labels[part])
         (5 * loss_dict["loss_bbox"] + 2 * loss_dict["loss_giou"]).backward()
-        queue.put((rank, {k: v.item() for k, v in loss_dict.items()}, boxes.grad))
+        # Plain lists, not tensors: a tensor goes through shared memory that vanishes when this process exits.
+        queue.put((rank, {k: v.item() for k, v in loss_dict.items()}, boxes.grad.tolist()))
     finally:
         dist.destroy_process_group()
 
@@ -73,5 +75,5 @@ def test_num_boxes_is_global_sum_over_world_size():
     for name in ("loss_bbox", "loss_giou", "loss_bbox_0", "loss_giou_0"):
         mean = (results[0][0][name] + results[1][0][name]) / 2
         assert abs(mean - single[name].item()) < 1e-5, name
-    ddp_grad = torch.cat([results[0][1], results[1][1]], dim=1) / 2
+    ddp_grad = torch.cat([torch.tensor(results[0][1]), torch.tensor(results[1][1])], dim=1) / 2
     torch.testing.assert_close(ddp_grad, boxes.grad)

@@ -365,7 +365,8 @@ def test_invalid_settings_raise():
         detrvilt.DetrImageProcessor(size={"shortest": 3})
     with pytest.raises(ValueError, match="resample"):
         detrvilt.DetrImageProcessor(resample=7)
-    with pytest.raises(ValueError, match="panoptic"):
-        detrvilt.DetrImageProcessor(format="coco_panoptic")
+    with pytest.raises(ValueError, match="format"):
+        detrvilt.DetrImageProcessor(format="pascal_voc")
+    detrvilt.DetrImageProcessor(format="coco_panoptic")  # accepted: panoptic annotations are supported
     with pytest.raises(ValueError, match="image_std"):
         detrvilt.DetrImageProcessor(image_std=[0.1, 0.0, 0.2])

@@ -44,6 +44,8 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from transformers import BaseImageProcessor, BatchFeature
 
+from .image_processing_detr_panoptic import DetrSegmentationPostProcessingMixin, prepare_panoptic_annotation
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
@@ -424,6 +426,8 @@ def resize_with_target(
         return image, None
     target = dict(target)
     target["boxes"] = F.resize(target["boxes"], list(size))
+    if "masks" in target:  # tv_tensors.Mask: nearest neighbour
+        target["masks"] = F.resize(target["masks"], list(size))
     target["area"] = target["area"] * (size[0] * size[1] / (old_height * old_width))
     return image, target
 
@@ -441,6 +445,8 @@ def encode_target(target: dict) -> dict[str, Any]:
     labels = dict(target)
     labels["boxes"] = box_convert(boxes.as_subclass(torch.Tensor).float(), "xyxy", "cxcywh") / scale
     labels["size"] = torch.as_tensor([height, width], dtype=torch.int64)
+    if "masks" in labels:
+        labels["masks"] = labels["masks"].as_subclass(torch.Tensor).bool()  # (n, height, width)
     return labels
 
 
@@ -485,7 +491,7 @@ def _get(outputs, key):
 # The processor
 
 
-class DetrviltDetrImageProcessor(BaseImageProcessor):
+class DetrviltDetrImageProcessor(DetrSegmentationPostProcessingMixin, BaseImageProcessor):
     r"""Image processor of detrvilt's DETR (exported as `detrvilt.DetrImageProcessor`).
 
     The class name differs from transformers' `DetrImageProcessor` on purpose: `AutoImageProcessor` resolves a saved
@@ -533,9 +539,10 @@ class DetrviltDetrImageProcessor(BaseImageProcessor):
         # Settings found in transformers' DETR preprocessor configs, accepted when they mean what we do.
         max_size = kwargs.pop("max_size", 1333)
         do_pad = kwargs.pop("pad_and_return_pixel_mask", do_pad)
+        # Each annotation's own keys say whether it is detection or panoptic ("segments_info"), so both are accepted.
         annotation_format = kwargs.pop("format", "coco_detection")
-        if str(getattr(annotation_format, "value", annotation_format)) != "coco_detection":
-            raise ValueError(f"format must be 'coco_detection' (panoptic is not supported), got {annotation_format!r}")
+        if str(getattr(annotation_format, "value", annotation_format)) not in ("coco_detection", "coco_panoptic"):
+            raise ValueError(f"format must be 'coco_detection' or 'coco_panoptic', got {annotation_format!r}")
         if not kwargs.pop("do_convert_annotations", True):
             raise ValueError("do_convert_annotations=False is not supported: label boxes are always normalized cxcywh")
         super().__init__(**kwargs)
@@ -638,15 +645,20 @@ class DetrviltDetrImageProcessor(BaseImageProcessor):
             num_labels=self.num_labels if num_labels is None else num_labels,
         )
 
-    def preprocess(self, images, annotations=None, return_tensors: str | None = None, **kwargs) -> BatchFeature:
+    def preprocess(self, images, annotations=None, return_tensors: str | None = None, masks_path=None,
+                   **kwargs) -> BatchFeature:
         r"""Resize, rescale, normalize and pad a batch of images, and turn their annotations into DETR's labels.
 
         Args:
             images: one image or a list (PIL images, file paths, numpy arrays, torch tensors; see [`to_image_tensor`]);
                 a 4-D array or tensor is a batch of `(C, H, W)` (or numpy `(H, W, C)`) images.
             annotations (`dict` or `list[dict]`, *optional*): one per image, COCO detection or Hub objects format
-                (see [`prepare_detection_annotation`]); boxes in absolute COCO xywh of the image as given.
+                (see [`prepare_detection_annotation`]); boxes in absolute COCO xywh of the image as given. Or COCO
+                panoptic format (with `segments_info`, see [`prepare_panoptic_annotation`]): the labels then also
+                have `masks` (`torch.BoolTensor` `(n, h, w)` at the unpadded resized size, nearest-neighbour resized).
             return_tensors (`str`, *optional*): `None` or `"pt"`; the outputs are torch tensors either way.
+            masks_path (`str` or `Path`, *optional*): folder of the panoptic PNGs named by each annotation's
+                `file_name`.
             kwargs: per-call overrides of the settings (`do_resize`, `size`, `resample`, `do_rescale`,
                 `rescale_factor`, `do_normalize`, `image_mean`, `image_std`, `do_pad`, `pad_size`, `remove_crowd`,
                 `num_labels`).
@@ -673,9 +685,14 @@ class DetrviltDetrImageProcessor(BaseImageProcessor):
             image = to_image_tensor(raw, i)
             target = None
             if annotation_list is not None:
-                target = prepare_detection_annotation(
-                    annotation_list[i], tuple(image.shape[-2:]), i, settings["remove_crowd"], settings["num_labels"]
-                )
+                if isinstance(annotation_list[i], Mapping) and "segments_info" in annotation_list[i]:
+                    target = prepare_panoptic_annotation(annotation_list[i], tuple(image.shape[-2:]), i, masks_path,
+                                                         settings["num_labels"])
+                else:
+                    target = prepare_detection_annotation(
+                        annotation_list[i], tuple(image.shape[-2:]), i, settings["remove_crowd"],
+                        settings["num_labels"]
+                    )
             if settings["do_resize"]:
                 new_size = output_size(image.shape[-2], image.shape[-1], settings["size"])
                 image, target = resize_with_target(image, target, new_size, interpolation)

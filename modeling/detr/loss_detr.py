@@ -27,6 +27,15 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss
 
+from .loss_detr_segmentation import (
+    check_mask_labels,
+    dice_loss,
+    pad_target_masks,
+    pairwise_mask_costs,
+    sigmoid_focal_loss,
+    upsample_masks,
+)
+
 
 def check_detection_labels(labels, batch_size: int) -> None:
     """Check the structure of detection labels (no device sync); raise `TypeError`/`ValueError` naming the culprit.
@@ -136,8 +145,12 @@ class HungarianMatcher(nn.Module):
         return self.match_targets(logits, pred_boxes, *_flatten_targets(labels, logits.device), num_labels)
 
     @torch.no_grad()
-    def match_targets(self, logits, pred_boxes, class_ids, target_boxes, sizes, num_labels=None):
-        """`match_layers` on targets already concatenated: class ids `(T,)`, boxes `(T, 4)`, per-image counts."""
+    def match_targets(self, logits, pred_boxes, class_ids, target_boxes, sizes, num_labels=None, extra_cost=None):
+        """`match_layers` on targets already concatenated: class ids `(T,)`, boxes `(T, 4)`, per-image counts.
+
+        `extra_cost` (`(B, Q, T)`, optional) is added to the final layer's cost: entry `(b, q, t)` for the targets
+        `t` of image `b` (e.g. the mask costs of the panoptic head; other entries are ignored).
+        """
         num_layers, batch_size, num_queries, num_classes = logits.shape
         max_targets = max(sizes, default=0)
         if max_targets == 0:
@@ -164,6 +177,11 @@ class HungarianMatcher(nn.Module):
                 box_convert(padded_boxes, "cxcywh", "xyxy")[None].expand(num_layers, -1, -1, -1),
             )  # (L, B, Q, M)
             cost = self.bbox_cost * cost_bbox + self.class_cost * cost_class + self.giou_cost * cost_giou
+            if extra_cost is not None:
+                targets = torch.arange(len(class_ids), device=logits.device)
+                padded_extra = cost.new_zeros(batch_size, num_queries, max_targets)
+                padded_extra[image_of_target, :, slot] = extra_cost.float()[image_of_target, :, targets]
+                cost[-1] += padded_extra
 
         # One device-to-host copy: the costs, plus each image's smallest and largest class id for the range check.
         id_range = torch.stack([
@@ -197,7 +215,7 @@ class HungarianMatcher(nn.Module):
 
 
 def _get(outputs, key):
-    return outputs[key] if isinstance(outputs, Mapping) else getattr(outputs, key, None)
+    return outputs.get(key) if isinstance(outputs, Mapping) else getattr(outputs, key, None)
 
 
 class DetrLoss(nn.Module):
@@ -206,12 +224,19 @@ class DetrLoss(nn.Module):
     Use it inside the model (`forward(labels=...)` calls it) or on its own, e.g. as Trainer's
     `compute_loss_func`: ``loss = DetrLoss.from_config(config)(outputs, labels)``.
 
+    With predicted masks (the panoptic model) the matched masks of the final layer add a sigmoid focal loss
+    (`loss_mask`) and a dice loss (`loss_dice`), see `loss_detr_segmentation.py`.
+
     Args:
         num_labels (`int`): number of object classes (the "no object" class is `num_labels`).
         matcher (`HungarianMatcher`): the matching.
         eos_coef (`float`): weight of the "no object" class in the cross-entropy.
         ce_loss_coefficient, bbox_loss_coefficient, giou_loss_coefficient (`float`): weights of the three losses
             in the total.
+        mask_loss_coefficient, dice_loss_coefficient (`float`): weights of the focal and dice mask losses.
+        focal_alpha, focal_gamma (`float`): the focal loss's alpha (negative: none) and gamma.
+        mask_cost, dice_cost (`float`): weights of the focal and dice terms in the final layer's matching cost
+            (0: match on classes and boxes only, as the paper).
     """
 
     def __init__(
@@ -222,6 +247,12 @@ class DetrLoss(nn.Module):
         ce_loss_coefficient: float = 1.0,
         bbox_loss_coefficient: float = 5.0,
         giou_loss_coefficient: float = 2.0,
+        mask_loss_coefficient: float = 1.0,
+        dice_loss_coefficient: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        mask_cost: float = 0.0,
+        dice_cost: float = 0.0,
     ):
         super().__init__()
         self.num_labels = num_labels
@@ -229,11 +260,20 @@ class DetrLoss(nn.Module):
         self.eos_coef = eos_coef
         self.weights = {"loss_ce": ce_loss_coefficient, "loss_bbox": bbox_loss_coefficient,
                         "loss_giou": giou_loss_coefficient}
+        self.mask_weights = {"loss_mask": mask_loss_coefficient, "loss_dice": dice_loss_coefficient}
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.mask_cost = mask_cost
+        self.dice_cost = dice_cost
 
     @classmethod
     def from_config(cls, config) -> "DetrLoss":
-        """Build the loss from a [`DetrConfig`] (matching costs, loss weights, `eos_coefficient`, `num_labels`)."""
+        """Build the loss from a [`DetrConfig`] (matching costs, loss weights, `eos_coefficient`, `num_labels`), and
+        from the mask settings of a [`DetrSegmentationConfig`] when it is one."""
+        mask_settings = ("mask_loss_coefficient", "dice_loss_coefficient", "focal_alpha", "focal_gamma", "mask_cost",
+                         "dice_cost")
         return cls(
+            **{name: getattr(config, name) for name in mask_settings if hasattr(config, name)},
             num_labels=config.num_labels,
             matcher=HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost),
             eos_coef=config.eos_coefficient,
@@ -246,8 +286,9 @@ class DetrLoss(nn.Module):
         """The total loss, with the signature Trainer's `compute_loss_func` expects.
 
         Args:
-            outputs: a model output (or dict) with `logits` `(B, Q, C+1)`, `pred_boxes` `(B, Q, 4)` and, when
-                auxiliary losses are wanted, `auxiliary_outputs` (a list of dicts with the same two keys).
+            outputs: a model output (or dict) with `logits` `(B, Q, C+1)`, `pred_boxes` `(B, Q, 4)`, when
+                auxiliary losses are wanted `auxiliary_outputs` (a list of dicts with the same two keys), and for the
+                mask losses `pred_masks` `(B, Q, h, w)` (then `labels` need `masks`).
             labels (`list[dict]`): see [`check_detection_labels`].
             num_items_in_batch: ignored; the box count is taken from `labels` and summed over processes.
         """
@@ -261,9 +302,10 @@ class DetrLoss(nn.Module):
         auxiliary = _get(outputs, "auxiliary_outputs") or []
         logits = torch.stack([a["logits"] for a in auxiliary] + [logits])
         pred_boxes = torch.stack([a["pred_boxes"] for a in auxiliary] + [pred_boxes])
-        return self.compute(logits, pred_boxes, labels)
+        return self.compute(logits, pred_boxes, labels, pred_masks=_get(outputs, "pred_masks"))
 
-    def compute(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels) -> tuple[torch.Tensor, dict]:
+    def compute(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels,
+                pred_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """
         Args:
             logits (`torch.FloatTensor` of shape `(num_layers, batch_size, num_queries, num_labels + 1)`): class
@@ -272,11 +314,15 @@ class DetrLoss(nn.Module):
                 w, h boxes of the same layers.
             labels (`list[dict]`): one dict per image, `class_labels` `(n,)` and `boxes` `(n, 4)` (normalized cx,
                 cy, w, h, relative to the unpadded image). Images without objects have `boxes` of shape `(0, 4)`.
+                With `pred_masks`, also `masks` (`(n, h_i, w_i)`, 0/1, in the pixels of the padded input: top-left
+                aligned, any size up to the padded one).
+            pred_masks (`torch.FloatTensor` of shape `(batch_size, num_queries, h, w)`, *optional*): mask logits of
+                the final layer (a quarter of the padded input); adds `loss_mask` and `loss_dice`.
 
         Returns:
             `(loss, loss_dict)`: `loss` the weighted sum over layers; `loss_dict` with `loss_ce`, `loss_bbox`,
-            `loss_giou`, `cardinality_error` for the final layer and the same names suffixed `_{i}` for auxiliary
-            layer `i` (0 = first decoder layer).
+            `loss_giou`, `cardinality_error` (and `loss_mask`, `loss_dice`) for the final layer and the same names
+            (masks excepted) suffixed `_{i}` for auxiliary layer `i` (0 = first decoder layer).
         """
         if logits.ndim != 4 or pred_boxes.shape != logits.shape[:3] + (4,):
             raise ValueError(
@@ -289,7 +335,17 @@ class DetrLoss(nn.Module):
         device = logits.device
         check_detection_labels(labels, batch_size)
         class_ids, target_boxes, sizes = _flatten_targets(labels, device)
-        indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, self.num_labels)
+        target_masks = extra_cost = None
+        if pred_masks is not None:
+            if pred_masks.ndim != 4 or pred_masks.shape[:2] != logits.shape[1:3]:
+                raise ValueError(f"pred_masks must be (batch_size, num_queries, h, w) = {tuple(logits.shape[1:3])} + "
+                                 f"(h, w), got shape {tuple(pred_masks.shape)}")
+            check_mask_labels(labels)
+            target_masks = pad_target_masks(labels, device)  # (T, H, W)
+            if (self.mask_cost or self.dice_cost) and len(target_masks):
+                extra_cost = self._mask_matching_cost(pred_masks, target_masks)
+        indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, self.num_labels,
+                                             extra_cost)
 
         # Matched pairs of all layers, built on the host and moved in one copy: layer, image, slot, target row.
         offsets = np.cumsum(sizes) - sizes
@@ -336,9 +392,35 @@ class DetrLoss(nn.Module):
                      "cardinality_error": cardinality}
         loss = sum(self.weights[name] * per_layer[name].sum() for name in self.weights)
         loss_dict = {name: values[-1] for name, values in per_layer.items()}  # the final layer first
+        if pred_masks is not None:
+            final = layer_idx == num_layers - 1
+            mask_losses = self._mask_losses(pred_masks, target_masks, image_idx[final], query_idx[final],
+                                            target_idx[final], num_boxes)
+            loss = loss + sum(self.mask_weights[name] * value for name, value in mask_losses.items())
+            loss_dict.update(mask_losses)
         for layer in range(num_layers - 1):
             loss_dict.update({f"{name}_{layer}": values[layer] for name, values in per_layer.items()})
         return loss, loss_dict
+
+    def _mask_matching_cost(self, pred_masks: torch.Tensor, target_masks: torch.Tensor) -> torch.Tensor:
+        """`(B, Q, T)` weighted focal + dice cost of every query of every image against every target mask."""
+        batch_size, num_queries = pred_masks.shape[:2]
+        with torch.autocast(device_type=pred_masks.device.type, enabled=False):
+            upsampled = upsample_masks(pred_masks.detach().float().flatten(0, 1), target_masks.shape[-2:])
+            focal, dice = pairwise_mask_costs(upsampled.flatten(1), target_masks.flatten(1), self.focal_alpha,
+                                              self.focal_gamma)  # (B*Q, T) each
+        return (self.mask_cost * focal + self.dice_cost * dice).view(batch_size, num_queries, -1)
+
+    def _mask_losses(self, pred_masks, target_masks, image_idx, query_idx, target_idx, num_boxes) -> dict:
+        """Focal and dice losses of the matched masks (final layer), summed and divided by `num_boxes`."""
+        with torch.autocast(device_type=pred_masks.device.type, enabled=False):
+            matched = upsample_masks(pred_masks[image_idx, query_idx].float(), target_masks.shape[-2:])  # (P, H, W)
+            targets = target_masks[target_idx].flatten(1)
+            matched = matched.flatten(1)
+            return {
+                "loss_mask": sigmoid_focal_loss(matched, targets, self.focal_alpha, self.focal_gamma).sum() / num_boxes,
+                "loss_dice": dice_loss(matched, targets).sum() / num_boxes,
+            }
 
     @staticmethod
     def _num_boxes(local_count: int, device: torch.device) -> torch.Tensor:

@@ -44,6 +44,11 @@ class DetrModelOutput(ModelOutput):
         decoder_attentions (`(batch_size, heads, num_queries, num_queries)`) and
         cross_attentions (`(batch_size, heads, num_queries, H*W)`), with `output_attentions=True`:
             Softmax attention weights of every layer (rows sum to 1 over the valid cells).
+        backbone_features (`tuple(torch.FloatTensor)`, with `output_backbone_features=True`): the four backbone
+            feature maps, strides 4, 8, 16, 32 (`(batch_size, C_i, H_i, W_i)`), for the panoptic mask head.
+        projected_features (`torch.FloatTensor` of shape `(batch_size, d_model, H, W)`, with
+            `output_backbone_features=True`): the last feature map after the 1x1 input projection (the encoder's input
+            before flattening).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -55,6 +60,8 @@ class DetrModelOutput(ModelOutput):
     encoder_attentions: tuple | None = None
     decoder_attentions: tuple | None = None
     cross_attentions: tuple | None = None
+    backbone_features: tuple | None = None
+    projected_features: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -340,6 +347,7 @@ class DetrModel(DetrPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_backbone_features: bool = False,
     ) -> DetrModelOutput | tuple:
         r"""
         Args:
@@ -349,6 +357,8 @@ class DetrModel(DetrPreTrainedModel):
                 1 on real pixels, 0 on padding. Defaults to all ones.
             output_attentions (`bool`, *optional*): also return every attention map (explicit attention path).
             output_hidden_states (`bool`, *optional*): also return every layer's hidden states.
+            output_backbone_features (`bool`, *optional*): also return the backbone's four feature maps and the
+                projected last one (what the panoptic mask head reads).
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -357,8 +367,10 @@ class DetrModel(DetrPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pixel_mask = check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
 
-        feature_map, mask = self.backbone(pixel_values, pixel_mask)[-1]  # (B, C, H, W), (B, H, W)
-        source = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, H*W, D)
+        features = self.backbone(pixel_values, pixel_mask)
+        feature_map, mask = features[-1]  # (B, C, H, W), (B, H, W)
+        projected = self.input_projection(feature_map)  # (B, D, H, W)
+        source = projected.flatten(2).transpose(1, 2)  # (B, H*W, D)
         pos = self.position_embedding(mask, dtype=source.dtype)  # (B, H*W, D)
         # Additive key mask: 0 on valid cells, the dtype's minimum on padding (a fully padded row stays finite).
         attn_bias = (~mask.flatten(1))[:, None, None, :].to(source.dtype) * torch.finfo(source.dtype).min
@@ -380,6 +392,8 @@ class DetrModel(DetrPreTrainedModel):
             encoder_attentions=encoder_attentions,
             decoder_attentions=decoder_attentions,
             cross_attentions=cross_attentions,
+            backbone_features=tuple(f for f, _ in features) if output_backbone_features else None,
+            projected_features=projected if output_backbone_features else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -430,32 +444,36 @@ class DetrForObjectDetection(DetrPreTrainedModel):
         if labels is not None:
             check_detection_labels(labels, pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else 0)
         outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
-
-        # Heads on the normalized output of every layer that is used: all of them with auxiliary losses.
-        states = outputs.intermediate_hidden_states if self.config.auxiliary_loss else outputs.last_hidden_state[None]
-        all_logits = self.class_labels_classifier(states)  # (L, B, Q, C+1)
-        all_boxes = self.bbox_predictor(states).sigmoid()  # (L, B, Q, 4)
+        all_logits, all_boxes = self.predict(outputs)
 
         loss = loss_dict = None
         if labels is not None:
             loss, loss_dict = DetrLoss.from_config(self.config).compute(all_logits, all_boxes, labels)
-        auxiliary_outputs = None
-        if self.config.auxiliary_loss:
-            auxiliary_outputs = [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])]
-
         output = DetrObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,
             logits=all_logits[-1],
             pred_boxes=all_boxes[-1],
-            auxiliary_outputs=auxiliary_outputs,
-            last_hidden_state=outputs.last_hidden_state,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            feature_mask=outputs.feature_mask,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            decoder_hidden_states=outputs.decoder_hidden_states,
-            encoder_attentions=outputs.encoder_attentions,
-            decoder_attentions=outputs.decoder_attentions,
-            cross_attentions=outputs.cross_attentions,
+            auxiliary_outputs=self.auxiliary_outputs(all_logits, all_boxes),
+            **passed_through(outputs),
         )
         return output if return_dict else output.to_tuple()
+
+    def predict(self, outputs: DetrModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits `(L, B, Q, C+1)` and boxes `(L, B, Q, 4)` of every decoder layer whose loss is used (all of
+        them with auxiliary losses, else the last one only), from the normalized decoder outputs."""
+        states = outputs.intermediate_hidden_states if self.config.auxiliary_loss else outputs.last_hidden_state[None]
+        return self.class_labels_classifier(states), self.bbox_predictor(states).sigmoid()
+
+    def auxiliary_outputs(self, all_logits: torch.Tensor, all_boxes: torch.Tensor) -> list | None:
+        """`[{"logits", "pred_boxes"}]` of every decoder layer but the last, with auxiliary losses (else `None`)."""
+        if not self.config.auxiliary_loss:
+            return None
+        return [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])]
+
+
+def passed_through(outputs: DetrModelOutput) -> dict:
+    """The [`DetrModelOutput`] fields that the task models return unchanged."""
+    names = ("last_hidden_state", "encoder_last_hidden_state", "feature_mask", "encoder_hidden_states",
+             "decoder_hidden_states", "encoder_attentions", "decoder_attentions", "cross_attentions")
+    return {name: getattr(outputs, name) for name in names}

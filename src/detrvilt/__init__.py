@@ -7,10 +7,13 @@ from .hub import push_to_hub, register_auto_classes, save_for_hub
 from .modeling.detr import (
     DetrConfig,
     DetrForObjectDetection,
+    DetrForSegmentation,
     DetrLoss,
     DetrModel,
     DetrModelOutput,
     DetrObjectDetectionOutput,
+    DetrSegmentationConfig,
+    DetrSegmentationOutput,
     HungarianMatcher,
 )
 from .modeling.detr.image_processing_detr import DetrImageProcessor, DetrviltDetrImageProcessor
@@ -42,11 +45,14 @@ def __getattr__(name):
 __all__ = [
     "DetrConfig",
     "DetrForObjectDetection",
+    "DetrForSegmentation",
     "DetrImageProcessor",
     "DetrLoss",
     "DetrModel",
     "DetrModelOutput",
     "DetrObjectDetectionOutput",
+    "DetrSegmentationConfig",
+    "DetrSegmentationOutput",
     "DetrviltDetrImageProcessor",
     "HungarianMatcher",
     "ViltConfig",

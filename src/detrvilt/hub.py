@@ -22,7 +22,7 @@ import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .modeling.detr import DetrConfig, DetrForObjectDetection, DetrModel
+from .modeling.detr import DetrConfig, DetrForObjectDetection, DetrForSegmentation, DetrModel, DetrSegmentationConfig
 from .modeling.detr.image_processing_detr import DetrviltDetrImageProcessor
 from .modeling.vilt import (
     ViltConfig,
@@ -36,12 +36,15 @@ from .modeling.vilt.image_processing_vilt import DetrviltViltImageProcessor
 from .modeling.vilt.processing_vilt import DetrviltViltProcessor
 
 # The Auto classes (transformers' names) each model type loads through, locally (registration) and remotely (auto_map).
-# The classes' `config_class` is the type's config. A new model type or task class is one more entry here (e.g. DETR's
-# segmentation model: {DetrSegmentationConfig.model_type: {"AutoModelForImageSegmentation": DetrForSegmentation}}).
+# The classes' `config_class` is the type's config. A new model type or task class is one more entry here.
 AUTO_MODEL_CLASSES = {
     DetrConfig.model_type: {
         "AutoModel": DetrModel,
         "AutoModelForObjectDetection": DetrForObjectDetection,
+    },
+    # Panoptic DETR has its own config class (and model type); `AutoModel` stays with the detection config's DetrModel.
+    DetrSegmentationConfig.model_type: {
+        "AutoModelForImageSegmentation": DetrForSegmentation,
     },
     ViltConfig.model_type: {
         "AutoModel": ViltModel,
@@ -66,6 +69,8 @@ def register_auto_classes() -> None:
     """Register every detrvilt config, model and processor with transformers' Auto classes (idempotent).
 
     DETR (`model_type="detrvilt_detr"`): AutoConfig, AutoModel, AutoModelForObjectDetection, AutoImageProcessor.
+    Panoptic DETR (`model_type="detrvilt_detr_segmentation"`): AutoConfig, AutoModelForImageSegmentation,
+    AutoImageProcessor.
     ViLT (`model_type="detrvilt_vilt"`): AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForMaskedLM,
     AutoModelForVisualQuestionAnswering, AutoImageProcessor, AutoProcessor.
     """
@@ -78,8 +83,9 @@ def register_auto_classes() -> None:
         for auto_name, model_class in classes.items():
             getattr(transformers, auto_name).register(config_class, model_class, exist_ok=True)
     # One class in both of transformers' backend slots (it runs on torchvision and has no PIL-only variant).
-    AutoImageProcessor.register(DetrConfig, slow_image_processor_class=DetrviltDetrImageProcessor,
-                                fast_image_processor_class=DetrviltDetrImageProcessor, exist_ok=True)
+    for config_class in (DetrConfig, DetrSegmentationConfig):
+        AutoImageProcessor.register(config_class, slow_image_processor_class=DetrviltDetrImageProcessor,
+                                    fast_image_processor_class=DetrviltDetrImageProcessor, exist_ok=True)
     AutoImageProcessor.register(ViltConfig, slow_image_processor_class=DetrviltViltImageProcessor,
                                 fast_image_processor_class=DetrviltViltImageProcessor, exist_ok=True)
     AutoProcessor.register(ViltConfig, DetrviltViltProcessor, exist_ok=True)

@@ -3,6 +3,11 @@
 
 from .checkpoints import convert_checkpoint
 from .detr import convert_transformers_config, convert_transformers_detr, convert_transformers_state_dict
+from .detr_segmentation import (
+    convert_transformers_detr_segmentation,
+    convert_transformers_segmentation_config,
+    convert_transformers_segmentation_state_dict,
+)
 from .official import convert_official_detr, convert_official_vilt, load_official_checkpoint
 from .vilt import convert_transformers_vilt, convert_transformers_vilt_config, convert_transformers_vilt_state_dict
 
@@ -12,6 +17,9 @@ __all__ = [
     "convert_official_vilt",
     "convert_transformers_config",
     "convert_transformers_detr",
+    "convert_transformers_detr_segmentation",
+    "convert_transformers_segmentation_config",
+    "convert_transformers_segmentation_state_dict",
     "convert_transformers_state_dict",
     "convert_transformers_vilt",
     "convert_transformers_vilt_config",

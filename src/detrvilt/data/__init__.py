@@ -11,6 +11,7 @@ from .detection import (
     objects_to_annotation,
     prepare_detection_dataset,
 )
+from .panoptic_shapes import make_panoptic_shapes, panoptic_categories
 from .shapes import SHAPES, make_shapes_dataset, render_shapes_image
 from .vilt_collators import (
     BatchSeededCollator,
@@ -48,7 +49,9 @@ __all__ = [
     "decode_image",
     "detection_features",
     "load_coco_detection",
+    "make_panoptic_shapes",
     "make_shapes_dataset",
+    "panoptic_categories",
     "objects_to_annotation",
     "prepare_detection_dataset",
     "render_shapes_image",

@@ -24,7 +24,6 @@ import datasets
 from PIL import Image
 
 
-
 def _read_json(annotation_file) -> dict:
     try:
         with open(annotation_file, encoding="utf-8") as handle:
