@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-slow test-gpu bench-detr clean
+.PHONY: venv demo test test-slow test-gpu bench bench-detr clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test-slow: $(STAMP)
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -m gpu
+
+# Every side-by-side comparison against transformers in one process (markdown table + JSON).
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
 
 bench-detr: $(STAMP)
 	$(PY) benchmarks/bench_detr.py

@@ -90,13 +90,13 @@ def main(argv=None) -> None:
     theirs_tv = transformers.DetrImageProcessor()
     if getattr(theirs_tv, "backend", None) != "torchvision":  # before transformers' backends refactor
         theirs_tv = transformers.DetrImageProcessorFast()
-    implementations["transformers torchvision"] = lambda imgs, anns: theirs_tv(imgs, annotations=anns,
-                                                                              return_tensors="pt")
+    implementations["transformers torchvision"] = (
+        lambda imgs, anns: theirs_tv(imgs, annotations=anns, return_tensors="pt"))
     pil_backend = getattr(transformers, "DetrImageProcessorPil", None)
     if pil_backend is not None and not args.no_pil:
         theirs_pil = pil_backend()
-        implementations["transformers PIL"] = lambda imgs, anns: theirs_pil(imgs, annotations=anns,
-                                                                           return_tensors="pt")
+        implementations["transformers PIL"] = (
+            lambda imgs, anns: theirs_pil(imgs, annotations=anns, return_tensors="pt"))
 
     rows = []
     for batch in args.batch_sizes:

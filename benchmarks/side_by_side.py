@@ -18,6 +18,9 @@ import torch
 
 Step = Callable[[], None]
 Autocast = Callable[[], AbstractContextManager]
+# "thread": CPU time of the calling thread, for single-threaded CPU runs on a shared machine: time spent waiting
+# for the other jobs' processes is not billed (it is with "wall", which a GPU run must use).
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 @dataclass
@@ -30,18 +33,20 @@ class Row:
     theirs_mib: float | None = None
 
 
-def timed_call(step: Step, device: torch.device) -> tuple[float, float | None]:
-    """Milliseconds of one call and, on CUDA, its peak allocation in MiB above what was allocated at its start."""
+def timed_call(step: Step, device: torch.device, clock: str = "wall") -> tuple[float, float | None]:
+    """Milliseconds of one call and, on CUDA, its peak allocation in MiB above what was allocated at its start.
+    `clock` is a key of `CLOCKS`."""
     cuda = device.type == "cuda"
+    now = CLOCKS[clock]
     if cuda:
         torch.cuda.synchronize()  # kernels of the previous call must not be billed to this one
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
-    start = time.perf_counter()
+    start = now()
     step()
     if cuda:
         torch.cuda.synchronize()
-    elapsed = (time.perf_counter() - start) * 1e3
+    elapsed = (now() - start) * 1e3
     return elapsed, (torch.cuda.max_memory_allocated() - resident) / 2**20 if cuda else None
 
 
@@ -50,7 +55,8 @@ def compare(case: str, batch: int, ours: Step, theirs: Step, args, device: torch
     for _ in range(args.warmup):
         ours()
         theirs()
-    calls = [[timed_call(step, device) for step in (ours, theirs)] for _ in range(args.repeats)]
+    clock = getattr(args, "clock", "wall")
+    calls = [[timed_call(step, device, clock) for step in (ours, theirs)] for _ in range(args.repeats)]
     ours_calls, theirs_calls = zip(*calls)  # each a tuple of (ms, MiB or None)
     row = Row(case, batch, statistics.median(c[0] for c in ours_calls), statistics.median(c[0] for c in theirs_calls))
     if device.type == "cuda":

@@ -66,3 +66,29 @@ def test_matching_on_cuda_equals_cpu():
     torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-5, atol=1e-6)
     for name, value in dict_cpu.items():
         torch.testing.assert_close(dict_gpu[name].cpu(), value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cuda_graph_replay_equals_eager():
+    from detrvilt.fast_inference import CudaGraphInference
+
+    model = DetrForObjectDetection(tiny_detr_config()).cuda().eval()
+    runner = CudaGraphInference(model)
+    pixel_values, pixel_mask = padded_pair()
+    runner(pixel_values=pixel_values.cuda(), pixel_mask=pixel_mask.cuda())  # captures
+    other_values, other_mask = padded_pair(seed=1)
+    with torch.no_grad():
+        expected = model(pixel_values=other_values.cuda(), pixel_mask=other_mask.cuda())
+    actual = runner(pixel_values=other_values.cuda(), pixel_mask=other_mask.cuda())
+    torch.testing.assert_close(actual.logits, expected.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(actual.pred_boxes, expected.pred_boxes, atol=1e-5, rtol=1e-4)
+
+
+def test_inductor_compiled_inference_equals_eager():
+    model = DetrForObjectDetection(tiny_detr_config()).cuda().eval()
+    pixel_values, pixel_mask = (t.cuda() for t in padded_pair())
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+        actual = compiled(pixel_values=pixel_values, pixel_mask=pixel_mask)
+    torch.testing.assert_close(actual.logits, expected.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(actual.pred_boxes, expected.pred_boxes, atol=1e-4, rtol=1e-4)

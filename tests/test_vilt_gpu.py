@@ -68,3 +68,59 @@ def test_patch_sampling_is_reproducible_with_cpu_and_cuda_generators():
         first = model.vilt(**inputs, generator=make())
         second = model.vilt(**inputs, generator=make())
         assert first.patch_index.shape == (2, 5) and torch.equal(first.patch_index, second.patch_index)
+
+
+def test_cuda_graph_replay_equals_eager_for_new_inputs():
+    from detrvilt.fast_inference import CudaGraphInference
+
+    model = ViltForQuestionAnswering(tiny_vilt_config()).cuda().eval()
+    runner = CudaGraphInference(model)
+    first, second = cuda_batch(seed=0), cuda_batch(seed=1)
+    runner(**first)  # captures
+    with torch.no_grad():
+        expected = model(**second).logits
+    actual = runner(**second).logits  # replays on new values of the same shapes
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    assert len(runner.graphs) == 1
+
+
+def test_cuda_graph_in_bf16_stays_within_one_percent_of_fp32():
+    from detrvilt.fast_inference import CudaGraphInference
+
+    model = ViltForQuestionAnswering(tiny_vilt_config()).cuda().eval()
+    inputs = cuda_batch()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    actual = CudaGraphInference(model, autocast_dtype=torch.bfloat16)(**inputs).logits.float()
+    assert ((actual - expected).norm() / expected.norm()).item() <= 1e-2
+
+
+def test_inductor_compiled_forward_equals_eager():
+    model = ViltForQuestionAnswering(tiny_vilt_config()).cuda().eval()
+    inputs = cuda_batch()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        actual = compiled(**inputs).logits
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_vqa_training_step_with_fused_adamw_makes_no_host_synchronisation():
+    model = ViltForQuestionAnswering(tiny_vilt_config(max_image_length=5)).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    inputs = cuda_batch()
+    labels = torch.rand(2, 5, device="cuda")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**inputs, labels=labels, generator=generator).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    step()  # warm up: optimizer state, lazy initialisations
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -305,3 +305,12 @@ def test_script_on_saved_folders(tmp_path, detr, vilt):
         visualize.main(["--model_dir", str(tmp_path / "vilt"), "--images", str(image_path), "--output_dir",
                         str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()
+
+
+def test_demo_word_patch_alignment_picture_on_a_synthetic_scene(tmp_path, vilt):
+    from detrvilt.training.demo import word_patch_alignment_picture
+
+    model, processor = vilt
+    path = word_patch_alignment_picture(ViltForQuestionAnswering(model.config), processor, 64,
+                                        str(tmp_path / "demo_wpa.png"))
+    assert png_size(path)[0] > 0

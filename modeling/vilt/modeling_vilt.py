@@ -22,6 +22,11 @@ Two savings that change no valid output (transformers' port computes both):
 - heads that read only the pooled [CLS] (question answering, NLVR2, retrieval) let the last block process that
   one token: its keys and values still come from every token, without the last block's attention output and MLP
   for the other tokens.
+
+One faster kernel for the same arithmetic: fp32 inference on the CPU (no gradient needed) runs the block's linear
+layers through oneDNN (``torch.ops.mkldnn._linear_pointwise``, with the MLP's GELU fused into the matrix product),
+measured 10-25% faster than the default fp32 GEMM per layer on an AVX-512 AMD EPYC; training, autocast, GPUs and
+``torch.compile`` keep ``F.linear``. Set ``ONEDNN_CPU_INFERENCE = False`` in this module to turn it off.
 """
 
 from dataclasses import dataclass
@@ -42,6 +47,54 @@ _ACTIVATIONS = {
     "relu": F.relu,
     "silu": F.silu,
 }
+
+# Inference-only CPU path through oneDNN (see the module docstring); a module switch so tests can compare paths.
+ONEDNN_CPU_INFERENCE = True
+try:
+    _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise
+except (AttributeError, RuntimeError):  # a torch build without oneDNN
+    _ONEDNN_LINEAR = None
+# oneDNN post-op (name, algorithm) of the activations it can fuse; the others run after the product.
+_ONEDNN_POST_OPS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"),
+                    "relu": ("relu", "")}
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 CPU inference outside `torch.compile` (which does its own weight packing) and outside autocast."""
+    return (
+        ONEDNN_CPU_INFERENCE
+        and _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()  # ONNX / torch.export: standard ops only
+        and not torch.jit.is_tracing()
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`x @ weight.T + bias`: `x` `(..., in)`, `weight` `(out, in)`, `bias` `(out,)` or None; `(..., out)`. Through
+    oneDNN where `_use_onednn`."""
+    if _use_onednn(x, weight):
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def linear(x: torch.Tensor, layer: nn.Module, activation: str | None = None) -> torch.Tensor:
+    """`activation(layer(x))`, `activation` a `config.hidden_act` value or None. A plain `nn.Linear` without hooks
+    runs through oneDNN (activation fused) where `_use_onednn`; anything else (adapters, quantized layers, hooked
+    layers) is called as a module."""
+    plain = type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+    if plain and _use_onednn(x, layer.weight):
+        attr, algorithm = _ONEDNN_POST_OPS.get(activation, ("none", "")) if activation else ("none", "")
+        y = _ONEDNN_LINEAR(x, layer.weight, layer.bias, attr, [], algorithm)
+        return y if activation is None or activation in _ONEDNN_POST_OPS else _ACTIVATIONS[activation](y)
+    y = layer(x)
+    return y if activation is None else _ACTIVATIONS[activation](y)
 
 
 @dataclass
@@ -131,12 +184,12 @@ class ViltAttention(nn.Module):
         dim = x.shape[-1]
         if first_token_only:
             weight, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, :1], weight[:dim], None if bias is None else bias[:dim])  # (B, 1, D)
-            k, v = F.linear(x, weight[dim:], None if bias is None else bias[dim:]).chunk(2, dim=-1)  # (B, S, D) each
+            q = linear_weights(x[:, :1], weight[:dim], None if bias is None else bias[:dim])  # (B, 1, D)
+            k, v = linear_weights(x, weight[dim:], None if bias is None else bias[dim:]).chunk(2, dim=-1)  # (B, S, D)
         elif packing is not None:
-            q, k, v = packing.unpack(self.qkv(x)).chunk(3, dim=-1)  # (N, 3D) -> (B, S, D) each
+            q, k, v = packing.unpack(linear(x, self.qkv)).chunk(3, dim=-1)  # (N, 3D) -> (B, S, D)
         else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, S, D) each
+            q, k, v = linear(x, self.qkv).chunk(3, dim=-1)  # (B, S, D) each
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, h, S, d)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
@@ -151,7 +204,7 @@ class ViltAttention(nn.Module):
         out = out.transpose(1, 2).flatten(2)  # (B, S', D)
         if packing is not None:
             out = packing.pack(out)  # (N, D)
-        return self.proj(out), weights
+        return linear(out, self.proj), weights
 
 
 class ViltMLP(nn.Module):
@@ -161,12 +214,13 @@ class ViltMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.activation = config.hidden_act
         self.dropout = config.hidden_dropout_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(self.activation(self.fc1(x)), p=self.dropout, training=self.training)
-        return self.fc2(x)
+        x = linear(x, self.fc1, self.activation)  # (..., intermediate_size)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return linear(x, self.fc2)
 
 
 class ViltLayer(nn.Module):
@@ -202,7 +256,9 @@ class ViltEncoder(nn.Module):
         `first_token_only`), every block's output (with the input first) and every block's attention weights (or
         None). On the CPU, with padding, the blocks run on the valid tokens only (see [`TokenPacking`]); outputs
         at padding positions are then zero."""
-        packing = TokenPacking(mask) if attn_bias is not None and x.device.type == "cpu" else None
+        # Packing needs the number of valid tokens on the host: skipped on GPUs and under torch.compile.
+        cpu_eager = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        packing = TokenPacking(mask) if attn_bias is not None and cpu_eager else None
         hidden_states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         if packing is not None:
@@ -230,7 +286,7 @@ class ViltPooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, D)
+        return torch.tanh(linear(hidden_states[:, 0], self.dense))  # (B, D)
 
 
 class ViltPreTrainedModel(PreTrainedModel):
@@ -336,8 +392,8 @@ def check_pixel_inputs(config: ViltConfig, pixel_values, pixel_mask) -> torch.Te
 def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive key mask `(B, 1, 1, S)` from a `(B, S)` validity mask: 0 on valid tokens, the dtype's minimum on
     padding. `None` when every token is valid and the mask lives on the CPU (where checking costs no device sync),
-    so that attention runs unmasked."""
-    if mask.device.type == "cpu" and bool(mask.all()):
+    so that attention runs unmasked; under `torch.compile` always the tensor (no data-dependent branch)."""
+    if mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
         return None
     return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
 
