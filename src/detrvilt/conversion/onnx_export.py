@@ -102,7 +102,7 @@ def export_onnx(model, path: str | os.PathLike, opset_version: int = 18,
             "input_ids": {0: batch, 1: text}, "attention_mask": {0: batch, 1: text}}
     inputs = example_inputs(model, batch_size, height, width, text_length)
     # The wrapper takes `*inputs`: torch.export sees one (varargs) argument, hence the nested tuple of shapes.
-    torch.onnx.export(OnnxWrapper(model), tuple(inputs.values()), str(path), input_names=list(input_names),
+    torch.onnx.export(OnnxWrapper(model).eval(), tuple(inputs.values()), str(path), input_names=list(input_names),
                       output_names=list(output_names), opset_version=opset_version, dynamo=True,
                       dynamic_shapes=(tuple(axes[name] for name in input_names),), verbose=False)
     return str(path)

@@ -136,6 +136,15 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu or not has_accelerator)
 
 
+def loop_config_from_args(args) -> LoopConfig:
+    """The [`LoopConfig`] of DETR's or ViLT's Accelerate arguments (the fields both dataclasses share)."""
+    return LoopConfig(max_steps=args.max_steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                      max_grad_norm=args.max_grad_norm or None, logging_steps=args.logging_steps,
+                      checkpointing_steps=args.checkpointing_steps, output_dir=args.output_dir,
+                      resume_from_checkpoint=args.resume_from_checkpoint, progress_bar=args.progress_bar,
+                      max_seconds=None if args.max_train_minutes is None else 60 * args.max_train_minutes)
+
+
 def run_accelerate_training(model_args: DetrModelArguments, data_args: DetrDataArguments,
                             args: DetrAccelerateArguments, accelerator: Accelerator | None = None) -> dict:
     """Train with [`train_loop`], evaluate, save model + processor to `args.output_dir`. Returns a summary dict
@@ -160,11 +169,7 @@ def run_accelerate_training(model_args: DetrModelArguments, data_args: DetrDataA
         accelerator.print(f"step {step}/{args.max_steps} " + " ".join(
             f"{k} {v:.4g}" for k, v in values.items()))
 
-    config = LoopConfig(max_steps=args.max_steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                        max_grad_norm=args.max_grad_norm or None, logging_steps=args.logging_steps,
-                        checkpointing_steps=args.checkpointing_steps, output_dir=args.output_dir,
-                        resume_from_checkpoint=args.resume_from_checkpoint, progress_bar=args.progress_bar,
-                        max_seconds=None if args.max_train_minutes is None else 60 * args.max_train_minutes)
+    config = loop_config_from_args(args)
     start = time.perf_counter()
     losses = train_loop(accelerator, model, optimizer, loader, config, scheduler=scheduler, sampler=sampler,
                         on_log=on_log)

@@ -46,8 +46,8 @@ from ..modeling.vilt.heads_vilt import (
 )
 from ..modeling.vilt.image_processing_vilt import MAX_LONGER_EDGE, MAX_SHORTER_EDGE, DetrviltViltImageProcessor
 from ..modeling.vilt.processing_vilt import DetrviltViltProcessor
-from .accelerate_loop import EpochShuffleSampler, LoopConfig, default_loss_step, gather_eval_records, train_loop
-from .recipes import make_accelerator, save_trained
+from .accelerate_loop import EpochShuffleSampler, default_loss_step, gather_eval_records, train_loop
+from .recipes import loop_config_from_args, make_accelerator, save_trained
 from .vilt_arguments import ViltAccelerateArguments, ViltDataArguments, ViltModelArguments
 from .vilt_evaluation import (
     ViltImageCollator,
@@ -363,11 +363,7 @@ def run_vilt_accelerate_training(model_args: ViltModelArguments, data_args: Vilt
         if on_log is not None:
             on_log(step, values)
 
-    config = LoopConfig(max_steps=args.max_steps, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                        max_grad_norm=args.max_grad_norm or None, logging_steps=args.logging_steps,
-                        checkpointing_steps=args.checkpointing_steps, output_dir=args.output_dir,
-                        resume_from_checkpoint=args.resume_from_checkpoint, progress_bar=args.progress_bar,
-                        max_seconds=None if args.max_train_minutes is None else 60 * args.max_train_minutes)
+    config = loop_config_from_args(args)
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = train_loop(accelerator, model, optimizer, loader, config, scheduler=scheduler, sampler=sampler,
                         loss_step=vilt_loss_step, describe_batch=batch_example_ids, on_log=log_step)
