@@ -319,3 +319,25 @@ def test_augmentation_resize_is_the_processor_resize():
         reference, reference_target = processor.resize(image, target)
         assert ours.shape[-2:] == get_resize_size(height, width, 800, 1333)
         assert torch.equal(ours, reference) and torch.equal(ours_target["boxes"], reference_target["boxes"])
+
+
+@pytest.mark.parametrize("multiple, same", [(32, True), (None, False)])
+def test_collator_pads_to_the_stride_so_feature_masks_do_not_depend_on_the_batch(multiple, same):
+    """A 64x92 image alone and next to an 89x92 one: with padding to a multiple of the stride its valid feature cells
+    are the same; padded to the larger image exactly (transformers' way), a cell lying mostly over padding counts."""
+    torch.manual_seed(0)
+    model = detrvilt.DetrForObjectDetection(tiny_detr_config(num_labels=3)).eval()
+    small, large = ({"pixel_values": torch.rand(3, h, 92)} for h in (64, 89))
+    collate = DetrDataCollator(pad_to_multiple_of=multiple)
+    masks = []
+    for features in ([small], [small, large]):
+        batch = collate(features)
+        assert multiple is None or batch["pixel_values"].shape[-1] % multiple == 0
+        with torch.no_grad():
+            masks.append(model(batch["pixel_values"], pixel_mask=batch["pixel_mask"]).feature_mask[0])
+    alone, batched = masks
+    cells = (alone.any(1).sum().item(), alone.any(0).sum().item()), (batched.any(1).sum().item(),
+                                                                     batched.any(0).sum().item())
+    assert (cells[0] == cells[1]) is same, cells
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        DetrDataCollator(pad_to_multiple_of=0)

@@ -171,7 +171,12 @@ class DetrDataCollator:
 
     Args:
         pad_size (`tuple[int, int]`, *optional*): `(H, W)` to pad every batch to (fixed shapes, e.g. for
-            `torch.compile`); defaults to the largest image of each batch.
+            `torch.compile`); defaults to the largest image of each batch, rounded up to `pad_to_multiple_of`.
+        pad_to_multiple_of (`int`, *optional*, defaults to 32): round the padded height and width up to a multiple
+            of this (the backbone's stride). Why: the feature mask samples `pixel_mask` at every stride-th pixel
+            only when the padded size is a multiple of the stride; otherwise a feature cell lying mostly over
+            padding can count as valid, and an image's predictions change with the other images of its batch.
+            `None` pads to the largest image exactly (transformers' behaviour).
 
     Returns (from `__call__`):
         `{"pixel_values": FloatTensor (B, 3, H, W), "pixel_mask": LongTensor (B, H, W) (1 on real pixels),
@@ -179,8 +184,19 @@ class DetrDataCollator:
         they are.
     """
 
-    def __init__(self, pad_size: tuple[int, int] | None = None):
+    def __init__(self, pad_size: tuple[int, int] | None = None, pad_to_multiple_of: int | None = 32):
+        if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+            raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}")
         self.pad_size = pad_size
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _padded_size(self, features) -> tuple[int, int] | None:
+        if self.pad_size is not None or self.pad_to_multiple_of is None:
+            return self.pad_size
+        multiple = self.pad_to_multiple_of
+        height = max(f["pixel_values"].shape[-2] for f in features)
+        width = max(f["pixel_values"].shape[-1] for f in features)
+        return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if len(features) == 0:
@@ -188,7 +204,7 @@ class DetrDataCollator:
         for i, feature in enumerate(features):
             if "pixel_values" not in feature:
                 raise KeyError(f"features[{i}] has no 'pixel_values' (keys: {sorted(feature)})")
-        pixel_values, pixel_mask = pad_images([f["pixel_values"] for f in features], self.pad_size)
+        pixel_values, pixel_mask = pad_images([f["pixel_values"] for f in features], self._padded_size(features))
         batch = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
         if "labels" in features[0]:
             batch["labels"] = [f["labels"] for f in features]
