@@ -57,8 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def vqa_batch(batch: int, size: tuple[int, int], device: torch.device, generator: torch.Generator) -> dict:
-    """Padded images with their pixel mask, right-padded questions with their attention mask."""
+def vqa_batch(batch: int, size: tuple[int, int], device: torch.device, generator: torch.Generator,
+              first_length: int = TEXT_LENGTH) -> dict:
+    """Padded images with their pixel mask, right-padded questions with their attention mask. The first question
+    has `first_length` tokens (default all 40, so that batch 1 has no padding), the others 6 to 40."""
     height, width = size
     shrink = [(1.0, 1.0), (1.0, 0.75), (0.75, 1.0), (0.75, 0.75)]
     pixel_values = torch.zeros(batch, 3, height, width)
@@ -69,7 +71,7 @@ def vqa_batch(batch: int, size: tuple[int, int], device: torch.device, generator
         h, w = int(height * shrink[i % 4][0]), int(width * shrink[i % 4][1])
         pixel_values[i, :, :h, :w] = torch.randn(3, h, w, generator=generator)
         pixel_mask[i, :h, :w] = 1
-        length = TEXT_LENGTH if i == 0 else int(torch.randint(6, TEXT_LENGTH + 1, (1,), generator=generator))
+        length = first_length if i == 0 else int(torch.randint(6, TEXT_LENGTH + 1, (1,), generator=generator))
         input_ids[i, :length] = torch.randint(1000, 30000, (length,), generator=generator)
         input_ids[i, 0], input_ids[i, length - 1] = 101, 102  # [CLS], [SEP]
         attention_mask[i, :length] = 1

@@ -8,7 +8,7 @@ import torch._dynamo as dynamo
 from conftest import padded_pair, tiny_detr_config
 from detrvilt import DetrForObjectDetection, ViltForQuestionAnswering
 from detrvilt.fast_inference import CudaGraphInference, choose_bucket, pad_batch, pad_images, pad_text
-from detrvilt.modeling.detr import backbone_detr
+from detrvilt.modeling.detr import backbone_detr, onednn_detr
 from detrvilt.modeling.vilt import modeling_vilt
 from vilt_testing import randomize_, tiny_vilt_config, vilt_batch
 
@@ -76,7 +76,7 @@ def test_onednn_backbone_convolutions_equal_the_plain_path_forward_and_backward(
     pixel_values, pixel_mask = padded_pair()
     results = []
     for enabled in (True, False):
-        monkeypatch.setattr(backbone_detr, "ONEDNN_CPU_CONVOLUTIONS", enabled)
+        monkeypatch.setattr(onednn_detr, "ONEDNN_CPU", enabled)
         features = backbone(pixel_values, pixel_mask)[-1][0]
         features.square().mean().backward()
         gradient = backbone.model.conv1.weight.grad.clone()
@@ -179,3 +179,95 @@ def test_cuda_graph_helper_refuses_cpu_models():
         CudaGraphInference(tiny_vqa())
     with pytest.raises(TypeError, match="torch.nn.Module"):
         CudaGraphInference(lambda x: x)
+
+
+def onednn_or_skip():
+    if onednn_detr._LINEAR is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_pointwise_convolution_equals_conv2d_forward_and_backward(stride, with_bias):
+    onednn_or_skip()
+    generator = torch.Generator().manual_seed(stride)
+    x = torch.randn(2, 24, 11, 14, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(16, 24, 1, 1, generator=generator)
+    bias = torch.randn(16, generator=generator) if with_bias else None
+    results = []
+    for convolution in (onednn_detr.pointwise_convolution, torch.nn.functional.conv2d):
+        leaves = [t.clone().requires_grad_() for t in (x, weight) + ((bias,) if with_bias else ())]
+        y = convolution(leaves[0], leaves[1], leaves[2] if with_bias else None, (stride, stride))
+        y = y * 1.0 if convolution is torch.nn.functional.conv2d else y  # ours: in-place ops follow directly
+        y.add_(1.0).relu_()  # what timm's blocks do to a convolution's output (x += shortcut, ReLU(inplace=True))
+        y.square().sum().backward()
+        results.append((y.detach(), [leaf.grad for leaf in leaves]))
+    (fast, fast_grads), (plain, plain_grads) = results
+    assert fast.shape == plain.shape == (2, 16, -(-11 // stride), -(-14 // stride))
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    for fast_grad, plain_grad in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(fast_grad, plain_grad, atol=1e-4, rtol=1e-5)
+    assert fast_grads[0].abs().sum() > 0
+
+
+def test_onednn_linear_equals_f_linear_and_skips_hooked_layers(monkeypatch):
+    onednn_or_skip()
+    layer = torch.nn.Linear(12, 7)
+    x = torch.randn(3, 5, 12)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(onednn_detr, "ONEDNN_CPU", enabled)
+        leaf = x.clone().requires_grad_()
+        y = onednn_detr.linear(leaf, layer)
+        y.sin().sum().backward()
+        results.append((y.detach(), leaf.grad, layer.weight.grad.clone(), layer.bias.grad.clone()))
+        layer.zero_grad(set_to_none=True)
+    for fast, plain in zip(*results):
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(onednn_detr, "ONEDNN_CPU", True)
+    seen = []
+    layer.register_forward_hook(lambda module, args, output: seen.append(output))
+    onednn_detr.linear(x, layer)
+    assert len(seen) == 1  # a hooked layer is called as a module
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet26"])  # basic blocks; bottlenecks with 1x1 convolutions
+def test_folded_batch_norms_equal_separate_norms(monkeypatch, backbone):
+    torch.manual_seed(0)
+    config = tiny_detr_config(backbone=backbone, freeze_backbone_stem=False)
+    folded = DetrForObjectDetection(config).train()
+    monkeypatch.setattr(backbone_detr, "FOLD_FROZEN_BATCH_NORMS", False)
+    separate = DetrForObjectDetection(config).train()
+    separate.load_state_dict(folded.state_dict())
+    assert list(separate.state_dict()) == list(folded.state_dict())  # folding changes no parameter or buffer name
+    norms = [m for m in folded.modules() if isinstance(m, backbone_detr.DetrFrozenBatchNorm2d)]
+    assert norms and all(norm.folded for norm in norms)  # every norm of a timm ResNet follows its convolution
+    assert not any(m.folded for m in separate.modules() if isinstance(m, backbone_detr.DetrFrozenBatchNorm2d))
+    pixel_values, pixel_mask = padded_pair()
+    results = []
+    for model in (folded, separate):
+        torch.manual_seed(0)  # the same dropout masks
+        out = model(pixel_values, pixel_mask=pixel_mask)
+        (out.logits.square().mean() + out.pred_boxes.mean()).backward()
+        conv = model.model.backbone.model.layer2[0].conv1
+        results.append((out.logits.detach(), conv.weight.grad.clone()))
+    (fast, fast_grad), (plain, plain_grad) = results
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    # The summation order differs (the scale multiplies the weights, not the outputs): about 2e-6 measured, but a
+    # random 26-layer network may flip a ReLU whose input is ~0 (5e-4 seen for one seed). A wrong fold is O(1).
+    assert relative_error(fast_grad, plain_grad) < 5e-3
+    assert fast_grad.abs().sum() > 0
+
+
+def test_folded_norms_follow_newly_loaded_weights():
+    model = DetrForObjectDetection(tiny_detr_config()).eval()
+    pixel_values, pixel_mask = padded_pair()
+    with torch.no_grad():
+        before = model(pixel_values, pixel_mask=pixel_mask).logits
+        state = model.state_dict()
+        name = "model.backbone.model.layer3.0.bn1.running_var"
+        state[name] = state[name] * 4  # a checkpoint with other statistics
+        model.load_state_dict(state)
+        after = model(pixel_values, pixel_mask=pixel_mask).logits
+    assert not torch.allclose(before, after)  # the convolution reads the norm's buffers at every forward

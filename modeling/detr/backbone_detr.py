@@ -1,9 +1,9 @@
 """DETR's convolutional backbone and its 2-D position embeddings.
 
 The backbone is any timm CNN created with ``features_only=True``. Its batch norms are frozen (DETR trains with
-small per-GPU batches, where batch statistics are noise; ``torchvision.ops.FrozenBatchNorm2d``'s buffers,
-applied in one fused pass; `freeze_batch_norm=False` keeps them trainable for backbones trained from scratch)
-and, as in the paper, its stem and first stage are frozen. It runs channels-last, and its fp32 CPU
+small per-GPU batches, where batch statistics are noise; ``torchvision.ops.FrozenBatchNorm2d``'s buffers, folded
+into the convolution before each of them; `freeze_batch_norm=False` keeps them trainable for backbones trained
+from scratch) and, as in the paper, its stem and first stage are frozen. It runs channels-last, and its fp32 CPU
 convolutions call oneDNN directly (`DetrConv2d`). The image mask follows each feature map by nearest-neighbour
 downsampling.
 
@@ -20,51 +20,60 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from .configuration_detr import DetrConfig
+from .onednn_detr import pointwise_convolution, use_onednn
 
 
 class DetrFrozenBatchNorm2d(FrozenBatchNorm2d):
-    """torchvision's `FrozenBatchNorm2d` (same buffers and state dict) applied in one fused pass.
+    """torchvision's `FrozenBatchNorm2d` (same buffers and state dict) applied in one fused pass, or folded into the
+    convolution before it.
 
     torchvision computes `x * scale + shift` (two passes over the activation and a temporary); `addcmul` does it
-    in one, which makes a ResNet-50 forward on the CPU about 7% faster.
+    in one, which makes a ResNet-50 forward on the CPU about 7% faster. Folded (`folded=True`, set by
+    [`fold_frozen_batch_norms`]), the norm is the identity and the convolution before it applies it instead.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    folded = False
+
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel affine map this norm applies: `(scale, shift)`, each of shape `(num_features,)`."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded:
+            return x
+        scale, shift = self.scale_and_shift()
         return torch.addcmul(shift[:, None, None], x, scale[:, None, None])
 
 
-# fp32 CPU convolutions through oneDNN (see `DetrConv2d`); a module switch so tests can compare both paths.
-ONEDNN_CPU_CONVOLUTIONS = True
-
-
 class DetrConv2d(nn.Conv2d):
-    """`nn.Conv2d` (same parameters and state dict) whose fp32 CPU forward always runs oneDNN's convolution.
+    """`nn.Conv2d` (same parameters and state dict) whose fp32 CPU forward always runs oneDNN's convolution, and
+    which can apply the frozen batch norm that follows it.
 
     PyTorch sends 1x1 convolutions at batch 1 to its generic GEMM fallback (`_slow_conv2d_forward`), which on an
-    AVX-512 AMD EPYC is up to 1.7x slower than oneDNN's kernel for the early ResNet stages; 3x3 convolutions go to
-    oneDNN anyway. `torch.mkldnn_convolution` has a backward, so training uses it too. GPUs, other dtypes, autocast
-    and `torch.compile` keep `nn.Conv2d.forward`.
+    AVX-512 AMD EPYC is up to 1.7x slower than oneDNN's kernel for the early ResNet stages. Here 1x1 convolutions
+    of channels-last inputs are matrix products (`onednn_detr.pointwise_convolution`, which also makes their
+    backward faster) and the others call `torch.mkldnn_convolution`; both have a backward, so training uses them
+    too. GPUs, other dtypes, autocast, `torch.compile` and export keep the standard convolution.
+
+    With a folded norm (see [`fold_frozen_batch_norms`]) the forward computes `conv(x, weight * scale) + shift`,
+    which equals `norm(conv(x, weight))` and saves the norm's pass over the activation, forward and backward;
+    gradients still reach `weight` (through the product with the constant scale).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            ONEDNN_CPU_CONVOLUTIONS
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and self.padding_mode == "zeros"
-            and not isinstance(self.padding, str)
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()  # ONNX / torch.export: standard ops only
-            and not torch.jit.is_tracing()
-            and torch.backends.mkldnn.is_available()
-        ):
-            return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
-                                            self.groups)
-        return super().forward(x)
+        weight, bias = self.weight, self.bias
+        norm = self.__dict__.get("folded_norm")  # a plain attribute, not a submodule: see fold_frozen_batch_norms
+        if norm is not None:
+            scale, shift = norm.scale_and_shift()
+            weight = weight * scale[:, None, None, None]
+            bias = shift if bias is None else torch.addcmul(shift, bias, scale)
+        if use_onednn(x, weight) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            pointwise = self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
+            if pointwise and x.is_contiguous(memory_format=torch.channels_last):
+                return pointwise_convolution(x, weight, bias, self.stride)
+            return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+        return self._conv_forward(x, weight, bias)
 
 
 def use_onednn_convolutions(module: nn.Module) -> nn.Module:
@@ -90,6 +99,37 @@ def freeze_batch_norms(module: nn.Module) -> nn.Module:
         else:
             freeze_batch_norms(child)
     return module
+
+
+# Fold every frozen batch norm into the convolution before it (see `fold_frozen_batch_norms`); a module switch so
+# tests and benchmarks can compare both paths. Read when the backbone is built.
+FOLD_FROZEN_BATCH_NORMS = True
+
+
+def fold_frozen_batch_norms(module: nn.Module) -> int:
+    """Let each [`DetrConv2d`] below `module` apply the frozen batch norm that directly follows it; returns how many.
+
+    A convolution and a norm are a pair when they are consecutive children of an `nn.Sequential` (which runs its
+    children in order) or the `conv{k}` / `bn{k}` children of one module (timm's ResNet stem and blocks, whose
+    forward applies `bn{k}` right after `conv{k}`); anything else keeps its separate norm. Parameters, buffers and
+    the state dict do not change: the norm keeps its buffers, `folded=True` makes its forward the identity and the
+    convolution holds a reference to it, read at every forward (so loading new weights needs no re-folding).
+    """
+    count = 0
+    for parent in module.modules():
+        children = list(parent.named_children())
+        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+            if not (isinstance(conv, DetrConv2d) and isinstance(norm, DetrFrozenBatchNorm2d)):
+                continue
+            named_pair = conv_name.startswith("conv") and norm_name == "bn" + conv_name[len("conv"):]
+            if not (isinstance(parent, nn.Sequential) or named_pair) or norm.weight.shape[0] != conv.out_channels:
+                continue
+            # Through __dict__, not nn.Module.__setattr__: as a submodule the norm's buffers would appear twice in
+            # the state dict. The norm stays registered (and moved, cast, loaded) where it is.
+            conv.__dict__["folded_norm"] = norm
+            norm.folded = True
+            count += 1
+    return count
 
 
 def _revive_zero_initialized_norms(module: nn.Module) -> None:
@@ -144,6 +184,8 @@ class DetrConvBackbone(nn.Module):
         # about 10% faster on the CPU, and the layout bf16 tensor cores want.
         self.model.to(memory_format=torch.channels_last)
         use_onednn_convolutions(self.model)
+        if config.freeze_batch_norm and FOLD_FROZEN_BATCH_NORMS:
+            fold_frozen_batch_norms(self.model)
         self.channels = list(model.feature_info.channels())
         if config.freeze_backbone_stem:
             self._freeze_stem_and_first_stage()

@@ -20,9 +20,15 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbone_detr import DetrConvBackbone, DetrLearnedPositionEmbedding, build_position_embedding
+from .backbone_detr import (
+    DetrConvBackbone,
+    DetrLearnedPositionEmbedding,
+    build_position_embedding,
+    use_onednn_convolutions,
+)
 from .configuration_detr import DetrConfig
 from .loss_detr import DetrLoss, check_detection_labels
+from .onednn_detr import linear, onednn_linear
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
@@ -129,12 +135,12 @@ class DetrAttention(nn.Module):
         """
         if key is query:  # self-attention: one matmul for queries and keys
             weight = torch.cat([self.q_proj.weight, self.k_proj.weight])
-            q, k = F.linear(query, weight, torch.cat([self.q_proj.bias, self.k_proj.bias])).chunk(2, dim=-1)
+            q, k = onednn_linear(query, weight, torch.cat([self.q_proj.bias, self.k_proj.bias])).chunk(2, dim=-1)
             q, k = self._split_heads(q), self._split_heads(k)  # (B, h, T, d) each
         else:
-            q = self._split_heads(self.q_proj(query))  # (B, h, T, d)
-            k = self._split_heads(self.k_proj(key))  # (B, h, S, d)
-        v = self._split_heads(self.v_proj(value))  # (B, h, S, d)
+            q = self._split_heads(linear(query, self.q_proj))  # (B, h, T, d)
+            k = self._split_heads(linear(key, self.k_proj))  # (B, h, S, d)
+        v = self._split_heads(linear(value, self.v_proj))  # (B, h, S, d)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, h, T, S)
@@ -146,7 +152,7 @@ class DetrAttention(nn.Module):
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout)
         out = out.transpose(1, 2).flatten(2)  # (B, T, D)
-        return self.out_proj(out), weights
+        return linear(out, self.out_proj), weights
 
 
 class DetrFeedForward(nn.Module):
@@ -158,8 +164,8 @@ class DetrFeedForward(nn.Module):
         self.activation_dropout = config.activation_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(self.activation(self.fc1(x)), p=self.activation_dropout, training=self.training)
-        return self.fc2(x)
+        x = F.dropout(self.activation(linear(x, self.fc1)), p=self.activation_dropout, training=self.training)
+        return linear(x, self.fc2)
 
 
 class DetrEncoderLayer(nn.Module):
@@ -331,7 +337,10 @@ class DetrModel(DetrPreTrainedModel):
         super().__init__(config)
         self.backbone = DetrConvBackbone(config)
         self.position_embedding = build_position_embedding(config)
-        self.input_projection = nn.Conv2d(self.backbone.channels[-1], config.d_model, kernel_size=1)
+        # A DetrConv2d (a class change, same parameter names): a matrix product on the channels-last feature map.
+        self.input_projection = use_onednn_convolutions(
+            nn.Conv2d(self.backbone.channels[-1], config.d_model, kernel_size=1)
+        )
         self.query_position_embeddings = nn.Embedding(config.num_queries, config.d_model)
         self.encoder = DetrEncoder(config)
         self.decoder = DetrDecoder(config)
@@ -408,7 +417,7 @@ class DetrMLPPredictionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+            x = linear(x, layer) if i == len(self.layers) - 1 else F.relu(linear(x, layer))
         return x
 
 

@@ -1,0 +1,101 @@
+"""fp32 CPU matrix products through oneDNN, with a backward, for DETR's 1x1 convolutions and linear layers.
+
+PyTorch's fp32 CPU GEMM is 10-25% slower than oneDNN's linear for DETR's shapes on the AVX-512 AMD CPU of
+`benchmarks/`, and its convolution backward sends 1x1 convolutions to a generic path that zero-fills and accumulates
+the input gradient (strided ones to a slow oneDNN kernel). Here both are matrix products: the forward and the input
+gradient through oneDNN's linear, the weight gradient through `torch.mm`. Outputs and gradients equal the standard
+ops to float rounding (`tests/test_speed.py`). GPUs, other dtypes, autocast, `torch.compile`, `torch.export` / ONNX
+and tracing keep the standard ops.
+
+This file travels to the Hub with the model: it imports only torch.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A module switch so tests and benchmarks can compare both paths.
+ONEDNN_CPU = True
+
+try:
+    _LINEAR = torch.ops.mkldnn._linear_pointwise
+except (AttributeError, RuntimeError):  # a torch build without oneDNN
+    _LINEAR = None
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `x` and `weight` take the oneDNN path: fp32 CPU tensors outside autocast, compilation, export and
+    tracing."""
+    return (
+        ONEDNN_CPU
+        and _LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and not torch.jit.is_tracing()
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+class _OnednnLinear(torch.autograd.Function):
+    """`rows @ weight.T + bias` for 2-D `rows`; with `nhwc=(N, H, W)` the result is returned as a channels-last
+    `(N, C_out, H, W)` tensor (rows in `(N, H, W)` order), the layout of a 1x1 convolution's output."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, nhwc):
+        ctx.save_for_backward(rows if weight.requires_grad else None, weight if rows.requires_grad else None)
+        y = _LINEAR(rows, weight, bias, "none", [], "")
+        if nhwc is None:
+            return y
+        batch, height, width = nhwc
+        channels = y.shape[1]
+        # The same memory with NCHW sizes and channels-last strides. Built with `set_`, not as a view of `y`:
+        # autograd forbids in-place ops (timm's `ReLU(inplace=True)`, `x += shortcut`) on views created inside a
+        # custom Function, and a view made outside it would make those ops copy the activation in the backward.
+        return y.new_empty(0).set_(y.untyped_storage(), 0, (batch, channels, height, width),
+                                   (height * width * channels, 1, width * channels, channels))
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight = ctx.saved_tensors
+        if grad.dim() == 4:
+            grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # no copy when channels-last
+        grad_rows = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:  # oneDNN again, reading the transposed weight in place
+            grad_rows = _LINEAR(grad, weight.t(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad.t() @ rows
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_rows, grad_weight, grad_bias, None
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` through oneDNN where [`use_onednn`] allows, `F.linear` otherwise."""
+    if not use_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    return _OnednnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, None).view(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """`layer(x)`; a plain `nn.Linear` without hooks goes through [`onednn_linear`], anything else (adapters,
+    quantized or hooked layers) is called as a module."""
+    if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
+        return onednn_linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def pointwise_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          stride: tuple[int, int]) -> torch.Tensor:
+    """A 1x1 convolution (no padding) of a channels-last fp32 CPU `x` as `(N*H*W, C_in) @ weight.T` on the
+    channels-last storage; a stride keeps every `stride`-th row and column first. Returns NCHW sizes with
+    channels-last strides."""
+    rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view of the channels-last storage
+    if stride != (1, 1):
+        rows = rows[:, :: stride[0], :: stride[1]]
+    batch, height, width, channels = rows.shape
+    return _OnednnLinear.apply(rows.reshape(-1, channels), weight.reshape(weight.shape[0], channels), bias,
+                               (batch, height, width))
