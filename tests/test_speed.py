@@ -186,19 +186,26 @@ def onednn_or_skip():
         pytest.skip("this torch build has no oneDNN")
 
 
+def scaled_conv2d(x, weight, bias, stride, scale=None):
+    """The reference: `F.conv2d` with the weight scaled per output channel."""
+    weight = weight if scale is None else weight * scale[:, None, None, None]
+    return torch.nn.functional.conv2d(x, weight, bias, stride) * 1.0  # not a view: in-place ops follow
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_pointwise_convolution_equals_conv2d_forward_and_backward(stride, with_bias):
+@pytest.mark.parametrize("with_scale", [False, True])
+def test_pointwise_convolution_equals_conv2d_forward_and_backward(stride, with_bias, with_scale):
     onednn_or_skip()
     generator = torch.Generator().manual_seed(stride)
     x = torch.randn(2, 24, 11, 14, generator=generator).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(16, 24, 1, 1, generator=generator)
     bias = torch.randn(16, generator=generator) if with_bias else None
+    scale = torch.rand(16, generator=generator) + 0.5 if with_scale else None  # a folded norm's (frozen) scale
     results = []
-    for convolution in (onednn_detr.pointwise_convolution, torch.nn.functional.conv2d):
+    for convolution in (onednn_detr.pointwise_convolution, scaled_conv2d):
         leaves = [t.clone().requires_grad_() for t in (x, weight) + ((bias,) if with_bias else ())]
-        y = convolution(leaves[0], leaves[1], leaves[2] if with_bias else None, (stride, stride))
-        y = y * 1.0 if convolution is torch.nn.functional.conv2d else y  # ours: in-place ops follow directly
+        y = convolution(leaves[0], leaves[1], leaves[2] if with_bias else None, (stride, stride), scale)
         y.add_(1.0).relu_()  # what timm's blocks do to a convolution's output (x += shortcut, ReLU(inplace=True))
         y.square().sum().backward()
         results.append((y.detach(), [leaf.grad for leaf in leaves]))

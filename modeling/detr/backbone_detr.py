@@ -62,17 +62,19 @@ class DetrConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
+        weight, bias, scale = self.weight, self.bias, None
         norm = self.__dict__.get("folded_norm")  # a plain attribute, not a submodule: see fold_frozen_batch_norms
         if norm is not None:
             scale, shift = norm.scale_and_shift()
-            weight = weight * scale[:, None, None, None]
             bias = shift if bias is None else torch.addcmul(shift, bias, scale)
         if use_onednn(x, weight) and self.padding_mode == "zeros" and not isinstance(self.padding, str):
             pointwise = self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
             if pointwise and x.is_contiguous(memory_format=torch.channels_last):
-                return pointwise_convolution(x, weight, bias, self.stride)
+                # Scales inside, keeping the parameter rather than a scaled copy for the backward.
+                return pointwise_convolution(x, weight, bias, self.stride, scale)
+            weight = weight if scale is None else weight * scale[:, None, None, None]
             return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+        weight = weight if scale is None else weight * scale[:, None, None, None]
         return self._conv_forward(x, weight, bias)
 
 

@@ -41,13 +41,15 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class _OnednnLinear(torch.autograd.Function):
-    """`rows @ weight.T + bias` for 2-D `rows`; with `nhwc=(N, H, W)` the result is returned as a channels-last
-    `(N, C_out, H, W)` tensor (rows in `(N, H, W)` order), the layout of a 1x1 convolution's output."""
+    """`rows @ (weight * scale[:, None]).T + bias` for 2-D `rows` (`scale` optional: a frozen per-output factor,
+    applied here so that only the parameter itself, not a scaled copy, is kept for the backward); with
+    `nhwc=(N, H, W)` the result is returned as a channels-last `(N, C_out, H, W)` tensor (rows in `(N, H, W)`
+    order), the layout of a 1x1 convolution's output."""
 
     @staticmethod
-    def forward(ctx, rows, weight, bias, nhwc):
-        ctx.save_for_backward(rows if weight.requires_grad else None, weight if rows.requires_grad else None)
-        y = _LINEAR(rows, weight, bias, "none", [], "")
+    def forward(ctx, rows, weight, bias, nhwc, scale):
+        ctx.save_for_backward(rows if weight.requires_grad else None, weight if rows.requires_grad else None, scale)
+        y = _LINEAR(rows, weight if scale is None else weight * scale[:, None], bias, "none", [], "")
         if nhwc is None:
             return y
         batch, height, width = nhwc
@@ -60,24 +62,28 @@ class _OnednnLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        rows, weight = ctx.saved_tensors
+        rows, weight, scale = ctx.saved_tensors
         if grad.dim() == 4:
             grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # no copy when channels-last
         grad_rows = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:  # oneDNN again, reading the transposed weight in place
-            grad_rows = _LINEAR(grad, weight.t(), None, "none", [], "")
+            matrix = weight if scale is None else weight * scale[:, None]
+            grad_rows = _LINEAR(grad, matrix.t(), None, "none", [], "")
         if ctx.needs_input_grad[1]:
             grad_weight = grad.t() @ rows
+            if scale is not None:
+                grad_weight *= scale[:, None]
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
-        return grad_rows, grad_weight, grad_bias, None
+        return grad_rows, grad_weight, grad_bias, None, None
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` through oneDNN where [`use_onednn`] allows, `F.linear` otherwise."""
     if not use_onednn(x, weight):
         return F.linear(x, weight, bias)
-    return _OnednnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, None).view(*x.shape[:-1], weight.shape[0])
+    rows = x.reshape(-1, x.shape[-1])
+    return _OnednnLinear.apply(rows, weight, bias, None, None).view(*x.shape[:-1], weight.shape[0])
 
 
 def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
@@ -89,13 +95,13 @@ def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
 
 
 def pointwise_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                          stride: tuple[int, int]) -> torch.Tensor:
-    """A 1x1 convolution (no padding) of a channels-last fp32 CPU `x` as `(N*H*W, C_in) @ weight.T` on the
-    channels-last storage; a stride keeps every `stride`-th row and column first. Returns NCHW sizes with
-    channels-last strides."""
+                          stride: tuple[int, int], scale: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution (no padding) of a channels-last fp32 CPU `x` with `weight * scale[:, None, None, None]`
+    (`scale`: optional, not trained) as `(N*H*W, C_in) @ weight.T` on the channels-last storage; a stride keeps
+    every `stride`-th row and column first. Returns NCHW sizes with channels-last strides."""
     rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view of the channels-last storage
     if stride != (1, 1):
         rows = rows[:, :: stride[0], :: stride[1]]
     batch, height, width, channels = rows.shape
-    return _OnednnLinear.apply(rows.reshape(-1, channels), weight.reshape(weight.shape[0], channels), bias,
-                               (batch, height, width))
+    matrix = weight.reshape(weight.shape[0], channels)
+    return _OnednnLinear.apply(rows.reshape(-1, channels), matrix, bias, (batch, height, width), scale)
