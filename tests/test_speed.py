@@ -220,6 +220,9 @@ def test_pointwise_convolution_equals_conv2d_forward_and_backward(stride, with_b
 
 def test_onednn_linear_equals_f_linear_and_skips_hooked_layers(monkeypatch):
     onednn_or_skip()
+    monkeypatch.setattr(onednn_detr, "ONEDNN_MIN_MULTIPLY_ADDS", 0)  # the tiny product takes the oneDNN path
+    kernel, calls = onednn_detr._LINEAR, []
+    monkeypatch.setattr(onednn_detr, "_LINEAR", lambda *args: calls.append(1) or kernel(*args))
     layer = torch.nn.Linear(12, 7)
     x = torch.randn(3, 5, 12)
     results = []
@@ -230,6 +233,7 @@ def test_onednn_linear_equals_f_linear_and_skips_hooked_layers(monkeypatch):
         y.sin().sum().backward()
         results.append((y.detach(), leaf.grad, layer.weight.grad.clone(), layer.bias.grad.clone()))
         layer.zero_grad(set_to_none=True)
+    assert len(calls) == 2  # forward and input gradient, with the switch on only
     for fast, plain in zip(*results):
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(onednn_detr, "ONEDNN_CPU", True)
@@ -278,3 +282,21 @@ def test_folded_norms_follow_newly_loaded_weights():
         model.load_state_dict(state)
         after = model(pixel_values, pixel_mask=pixel_mask).logits
     assert not torch.allclose(before, after)  # the convolution reads the norm's buffers at every forward
+
+
+def test_frozen_batch_norms_keep_the_activation_of_timm_norm_act_layers():
+    # EfficientNet-style timm backbones apply their activation inside BatchNormAct2d (a BatchNorm2d subclass):
+    # freezing must keep it, or the network silently loses every activation.
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    network = timm.create_model("efficientnet_b0", features_only=True, pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = network(x)[-1]
+        keys = list(network.state_dict())
+        backbone_detr.freeze_batch_norms(network)
+        actual = network(x)[-1]
+    frozen = [m for m in network.modules() if isinstance(m, backbone_detr.DetrFrozenBatchNormAct2d)]
+    assert any(isinstance(m.act, torch.nn.SiLU) for m in frozen)
+    assert [k for k in network.state_dict()] == [k for k in keys if not k.endswith("num_batches_tracked")]
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)

@@ -16,6 +16,8 @@ import math
 
 import timm
 import torch
+from timm.models import FeatureListNet
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -87,11 +89,27 @@ def use_onednn_convolutions(module: nn.Module) -> nn.Module:
     return module
 
 
+class DetrFrozenBatchNormAct2d(DetrFrozenBatchNorm2d):
+    """A frozen timm `BatchNormAct2d` (EfficientNet-style backbones): the frozen norm, then the original's dropout
+    and activation (`drop`, `act`: modules without state, so the state dict keeps the norm's names)."""
+
+    def __init__(self, num_features: int, eps: float, drop: nn.Module, act: nn.Module):
+        super().__init__(num_features, eps=eps)
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
 def freeze_batch_norms(module: nn.Module) -> nn.Module:
-    """Replace every `nn.BatchNorm2d` below `module` (in place) by a frozen one with the same statistics."""
+    """Replace every `nn.BatchNorm2d` below `module` (in place) by a frozen one with the same statistics; timm's
+    `BatchNormAct2d` (a `BatchNorm2d` subclass that also applies an activation) keeps its activation."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = DetrFrozenBatchNorm2d(child.num_features, eps=child.eps)
+            if hasattr(child, "act") and hasattr(child, "drop"):  # timm.layers.BatchNormAct2d
+                frozen = DetrFrozenBatchNormAct2d(child.num_features, child.eps, child.drop, child.act)
+            else:
+                frozen = DetrFrozenBatchNorm2d(child.num_features, eps=child.eps)
             if child.weight is not None and child.weight.device.type != "meta":
                 frozen.weight.copy_(child.weight.detach())
                 frozen.bias.copy_(child.bias.detach())
@@ -103,6 +121,9 @@ def freeze_batch_norms(module: nn.Module) -> nn.Module:
     return module
 
 
+# Modules whose forward applies `bn{k}` right after `conv{k}`: timm's ResNet blocks and its stem (FeatureListNet).
+_NAMED_PAIR_PARENTS = (BasicBlock, Bottleneck, FeatureListNet)
+
 # Fold every frozen batch norm into the convolution before it (see `fold_frozen_batch_norms`); a module switch so
 # tests and benchmarks can compare both paths. Read when the backbone is built.
 FOLD_FROZEN_BATCH_NORMS = True
@@ -112,18 +133,20 @@ def fold_frozen_batch_norms(module: nn.Module) -> int:
     """Let each [`DetrConv2d`] below `module` apply the frozen batch norm that directly follows it; returns how many.
 
     A convolution and a norm are a pair when they are consecutive children of an `nn.Sequential` (which runs its
-    children in order) or the `conv{k}` / `bn{k}` children of one module (timm's ResNet stem and blocks, whose
-    forward applies `bn{k}` right after `conv{k}`); anything else keeps its separate norm. Parameters, buffers and
-    the state dict do not change: the norm keeps its buffers, `folded=True` makes its forward the identity and the
-    convolution holds a reference to it, read at every forward (so loading new weights needs no re-folding).
+    children in order) or the consecutive `conv{k}` / `bn{k}` children of a timm ResNet block or feature network
+    (whose forward applies `bn{k}` right after `conv{k}`); anything else keeps its separate norm. Parameters,
+    buffers and the state dict do not change: the norm keeps its buffers, `folded=True` makes its forward the
+    identity and the convolution holds a reference to it, read at every forward (so loading new weights needs no
+    re-folding).
     """
     count = 0
     for parent in module.modules():
         children = list(parent.named_children())
         for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
-            if not (isinstance(conv, DetrConv2d) and isinstance(norm, DetrFrozenBatchNorm2d)):
+            if not (isinstance(conv, DetrConv2d) and type(norm) is DetrFrozenBatchNorm2d):
                 continue
-            named_pair = conv_name.startswith("conv") and norm_name == "bn" + conv_name[len("conv"):]
+            named_pair = (isinstance(parent, _NAMED_PAIR_PARENTS) and conv_name.startswith("conv")
+                          and norm_name == "bn" + conv_name[len("conv"):])
             if not (isinstance(parent, nn.Sequential) or named_pair) or norm.weight.shape[0] != conv.out_channels:
                 continue
             # Through __dict__, not nn.Module.__setattr__: as a submodule the norm's buffers would appear twice in

@@ -78,9 +78,15 @@ class _OnednnLinear(torch.autograd.Function):
         return grad_rows, grad_weight, grad_bias, None, None
 
 
+# Products smaller than this many multiply-adds stay with `F.linear`: measured forward + backward on the CPU of
+# `benchmarks/`, oneDNN's linear (with the custom Function around it) is 5-10% faster from about 1e8 multiply-adds
+# (DETR-R50's feed-forward layers), even at 2.5e7 and up to twice slower below (the demo's small transformer).
+ONEDNN_MIN_MULTIPLY_ADDS = 2**26
+
+
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` through oneDNN where [`use_onednn`] allows, `F.linear` otherwise."""
-    if not use_onednn(x, weight):
+    """`F.linear(x, weight, bias)`, through oneDNN where [`use_onednn`] allows and the product is large enough."""
+    if x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS or not use_onednn(x, weight):
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
     return _OnednnLinear.apply(rows, weight, bias, None, None).view(*x.shape[:-1], weight.shape[0])
