@@ -86,7 +86,8 @@ ONEDNN_MIN_MULTIPLY_ADDS = 2**26
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, through oneDNN where [`use_onednn`] allows and the product is large enough."""
-    if x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS or not use_onednn(x, weight):
+    # use_onednn first: under torch.export the size test would put a guard on the symbolic batch and image sizes.
+    if not use_onednn(x, weight) or x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS:
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
     return _OnednnLinear.apply(rows, weight, bias, None, None).view(*x.shape[:-1], weight.shape[0])
