@@ -16,58 +16,44 @@ Run: ``python benchmarks/bench_detr.py --device cpu --repeats 5``; on a GPU, ``-
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing needs the network
 
-import timm  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss  # noqa: E402
 
 import detrvilt  # noqa: E402
 from detrvilt.conversion import convert_transformers_detr, convert_transformers_state_dict  # noqa: E402
-from side_by_side import Autocast, Row, Step, compare, device_name, format_table  # noqa: E402
+from side_by_side import (  # noqa: E402
+    Autocast,
+    Row,
+    Step,
+    autocast_for,
+    compare,
+    compare_models,
+    logit_difference,
+    model_parser,
+    padded_images,
+    parse_model_args,
+    report_same_weights,
+    run_model_benchmark,
+)
 
 CASES = ("infer", "train", "loss")
 NUM_LABELS = 91
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = model_parser(__doc__)
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
                         help="padded input size (default 800 1066 on cuda, 384 512 on cpu)")
     parser.add_argument("--backbone", default="resnet50", help="timm backbone name")
-    parser.add_argument("--repeats", type=int, help="timed calls per implementation (default 20 on cuda, 5 on cpu)")
-    parser.add_argument("--warmup", type=int, help="untimed calls per implementation (default 3 on cuda, 1 on cpu)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: torch.autocast for both")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
-    parser.add_argument("--only", nargs="+", choices=CASES, default=list(CASES), help="run only these cases")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    args = parser.parse_args(argv)
-    gpu = args.device == "cuda"
-    args.image_size = tuple(args.image_size or ((800, 1066) if gpu else (384, 512)))
-    args.repeats = args.repeats or (20 if gpu else 5)
-    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    args = parse_model_args(parser, argv, CASES, cpu_repeats=5)
+    args.image_size = tuple(args.image_size or ((800, 1066) if args.device == "cuda" else (384, 512)))
     return args
-
-
-def padded_batch(batch: int, size: tuple[int, int], device: torch.device, generator: torch.Generator):
-    """Random images padded bottom/right to `size`; image i loses a quarter of its width and/or height
-    (cycling full, 3/4 width, 3/4 height, both), so any batch > 1 exercises the masking."""
-    height, width = size
-    shrink = [(1.0, 1.0), (1.0, 0.75), (0.75, 1.0), (0.75, 0.75)]
-    pixel_values = torch.zeros(batch, 3, height, width)
-    pixel_mask = torch.zeros(batch, height, width, dtype=torch.long)
-    for i in range(batch):
-        h, w = int(height * shrink[i % 4][0]), int(width * shrink[i % 4][1])
-        pixel_values[i, :, :h, :w] = torch.randn(3, h, w, generator=generator)
-        pixel_mask[i, :h, :w] = 1
-    return pixel_values.to(device), pixel_mask.to(device)
 
 
 def random_labels(batch: int, device: torch.device, generator: torch.Generator) -> list[dict]:
@@ -98,31 +84,7 @@ def build_models(backbone: str, device: torch.device):
 
 def max_logit_difference(ours, theirs, device: torch.device) -> float:
     """Max abs difference of the fp32 inference logits on a padded batch of two (shows the weights are equal)."""
-    pixel_values, pixel_mask = padded_batch(2, (256, 320), device, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        a = ours(pixel_values=pixel_values, pixel_mask=pixel_mask).logits
-        b = theirs(pixel_values=pixel_values, pixel_mask=pixel_mask).logits
-    return (a - b).abs().max().item()
-
-
-def inference_step(model, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, autocast: Autocast) -> Step:
-    def step() -> None:
-        with torch.no_grad(), autocast():
-            model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-    return step
-
-
-def training_step(model, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, labels: list[dict],
-                  autocast: Autocast) -> Step:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        with autocast():
-            loss = model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # after the step, so that gradients count in this call's peak
-    return step
+    return logit_difference(ours, theirs, padded_images(2, (256, 320), device, torch.Generator().manual_seed(1)))
 
 
 def loss_steps(ours_model, theirs_model, device: torch.device, autocast: Autocast) -> tuple[Step, Step, float]:
@@ -158,27 +120,21 @@ def loss_steps(ours_model, theirs_model, device: torch.device, autocast: Autocas
 
 
 def run_cases(args, device: torch.device) -> list[Row]:
-    bf16 = args.dtype == "bf16"
-    autocast: Autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    autocast = autocast_for(device, args.dtype)
     torch.manual_seed(0)
     ours, theirs = build_models(args.backbone, device)
-    diff = max_logit_difference(ours, theirs, device)
-    print(f"same weights: max |logits ours - transformers| = {diff:.2e} (fp32) "
-          f"{'OK' if diff <= 1e-4 else 'MISMATCH, above 1e-4'}")
+    report_same_weights(max_logit_difference(ours, theirs, device))
     generator = torch.Generator().manual_seed(0)
     rows = []
     if "infer" in args.only:  # before training, which changes the weights
-        for batch in (1, 4):
-            pixel_values, pixel_mask = padded_batch(batch, args.image_size, device, generator)
-            rows.append(compare("inference", batch, inference_step(ours, pixel_values, pixel_mask, autocast),
-                                inference_step(theirs, pixel_values, pixel_mask, autocast), args, device))
+        batches = [(batch, padded_images(batch, args.image_size, device, generator)) for batch in (1, 4)]
+        rows += compare_models("inference", batches, ours, theirs, autocast, args, device)
     if "train" in args.only:
         batch = 8 if device.type == "cuda" else 2
-        pixel_values, pixel_mask = padded_batch(batch, args.image_size, device, generator)
-        labels = random_labels(batch, device, generator)
+        inputs = padded_images(batch, args.image_size, device, generator)
+        inputs["labels"] = random_labels(batch, device, generator)
         ours.train(), theirs.train()
-        rows.append(compare("train step", batch, training_step(ours, pixel_values, pixel_mask, labels, autocast),
-                            training_step(theirs, pixel_values, pixel_mask, labels, autocast), args, device))
+        rows += compare_models("train step", [(batch, inputs)], ours, theirs, autocast, args, device, train=True)
     if "loss" in args.only:
         ours_step, theirs_step, relative = loss_steps(ours, theirs, device, autocast)
         print(f"same loss: |ours - transformers| / transformers = {relative:.1e} (matcher+loss case)")
@@ -188,16 +144,8 @@ def run_cases(args, device: torch.device) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     height, width = args.image_size
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, timm {timm.__version__} | "
-          f"{device_name(device)} | {torch.get_num_threads()} threads | image {height}x{width} | "
-          f"{args.backbone} | {args.dtype} | {args.warmup} warmup + {args.repeats} repeats | "
-          f"{datetime.datetime.now():%Y-%m-%d %H:%M}")
-    rows = run_cases(args, device)
-    print(format_table(rows, args.markdown))
+    run_model_benchmark(args, run_cases, f"image {height}x{width} | {args.backbone}")
 
 
 if __name__ == "__main__":

@@ -15,38 +15,27 @@ faster). Run: ``python benchmarks/bench_detr_preprocessing.py --repeats 15 --mar
 from __future__ import annotations
 
 import argparse
-import datetime
+import functools
 import os
-import platform
-import statistics
-import time
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # side_by_side, when a test loads this file by path
 
 import numpy as np  # noqa: E402
-import skimage  # noqa: E402
-import skimage.data  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import detrvilt  # noqa: E402
-
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left", "hubble_deep_field",
-          "cat")
-
-
-def load_photos() -> list[Image.Image]:
-    photos = []
-    for name in PHOTOS:
-        try:
-            array = getattr(skimage.data, name)()
-        except (AttributeError, OSError, ValueError):  # some need a download or are missing in this version
-            continue
-        if array.ndim == 3 and array.shape[-1] == 3:
-            photos.append(Image.fromarray(array))
-    return photos
+from side_by_side import (  # noqa: E402
+    check_processor_outputs,
+    load_photos,
+    median_ms,
+    preprocessing_header,
+    preprocessing_parser,
+    throughput_table,
+)
 
 
 def annotation_for(image_id: int, image: Image.Image) -> dict:
@@ -59,25 +48,10 @@ def annotation_for(image_id: int, image: Image.Image) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=15, help="timed calls per implementation and case")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    parser = preprocessing_parser(__doc__, batch_sizes=[1, 8])
     parser.add_argument("--no-pil", action="store_true", help="skip transformers' PIL backend")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     return parser.parse_args(argv)
-
-
-def check_parity(ours, theirs, images, annotations) -> None:
-    a = ours(images, annotations=annotations)
-    b = theirs(images, annotations=annotations, return_tensors="pt")
-    difference = (a["pixel_values"] - b["pixel_values"]).abs().max().item()
-    if a["pixel_values"].shape != b["pixel_values"].shape or difference > 1e-4:
-        raise SystemExit(f"outputs differ: shapes {tuple(a['pixel_values'].shape)} / "
-                         f"{tuple(b['pixel_values'].shape)}, max |difference| {difference}")
-    if not torch.equal(a["pixel_mask"], b["pixel_mask"]):
-        raise SystemExit("pixel masks differ")
 
 
 def main(argv=None) -> None:
@@ -102,37 +76,17 @@ def main(argv=None) -> None:
     for batch in args.batch_sizes:
         images = [photos[i % len(photos)] for i in range(batch)]
         annotations = [annotation_for(i, image) for i, image in enumerate(images)]
-        check_parity(ours, theirs_tv, images, annotations)
+        check_processor_outputs(implementations["ours"](images, annotations),
+                                implementations["transformers torchvision"](images, annotations), exact=["pixel_mask"])
         for with_labels in (False, True):
             anns = annotations if with_labels else None
-            times = {name: [] for name in implementations}
-            for step in range(args.warmup + args.repeats):
-                for name, run in implementations.items():
-                    start = time.perf_counter()
-                    run(images, anns)
-                    if step >= args.warmup:
-                        times[name].append(time.perf_counter() - start)
-            medians = {name: statistics.median(values) for name, values in times.items()}
-            rows.append((batch, with_labels, medians))
-
-    names = list(implementations)
-    header = ["batch", "annotations"] + [f"{n} img/s" for n in names] + ["ours / transformers torchvision (time)"]
-    lines = [[str(batch), "yes" if labels else "no"] + [f"{batch / medians[n]:.1f}" for n in names]
-             + [f"{medians['ours'] / medians['transformers torchvision']:.2f}"] for batch, labels, medians in rows]
-    print(f"# {datetime.date.today()} {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
-          f"scikit-image {skimage.__version__}; {len(photos)} photos cycled, shortest side 800, "
-          f"{args.repeats} repeats (median)")
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("| " + " | ".join("---:" if i != 1 else "---" for i in range(len(header))) + " |")
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-    else:
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-        for line in lines:
-            print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
+            steps = {name: functools.partial(run, images, anns) for name, run in implementations.items()}
+            medians = median_ms(steps, args.warmup, args.repeats)
+            rows.append(([str(batch), "yes" if with_labels else "no"], batch, medians))
+    print(preprocessing_header(len(photos), "shortest side 800", args.repeats))
+    # "annotations" is left-aligned in Markdown only, as this table always was.
+    print(throughput_table(["batch", "annotations"], rows, "img", "transformers torchvision", args.markdown,
+                           markdown_left=(1,)))
 
 
 if __name__ == "__main__":

@@ -16,18 +16,25 @@ allocated when the call began. Run: ``python benchmarks/bench_vilt.py --device c
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-from contextlib import nullcontext
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing needs the network
 
-import timm  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from detrvilt.conversion import convert_transformers_vilt  # noqa: E402
-from side_by_side import Autocast, Row, Step, compare, device_name, format_table  # noqa: E402
+from side_by_side import (  # noqa: E402
+    Row,
+    autocast_for,
+    compare_models,
+    logit_difference,
+    model_parser,
+    padded_images,
+    parse_model_args,
+    report_same_weights,
+    run_model_benchmark,
+)
 
 CASES = ("infer", "train")
 NUM_ANSWERS = 3129
@@ -35,48 +42,34 @@ TEXT_LENGTH = 40
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = model_parser(__doc__)
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=(384, 640),
                         help="padded input size, multiples of 32 (default 384 640)")
     parser.add_argument("--infer-batches", nargs="+", type=int, default=[1, 8], help="inference batch sizes")
     parser.add_argument("--train-batch", type=int, help="training-step batch size (default 8 on cuda, 4 on cpu)")
-    parser.add_argument("--repeats", type=int, help="timed calls per implementation (default 20 on cuda, 3 on cpu)")
-    parser.add_argument("--warmup", type=int, help="untimed calls per implementation (default 3 on cuda, 1 on cpu)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: torch.autocast for both")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
-    parser.add_argument("--only", nargs="+", choices=CASES, default=list(CASES), help="run only these cases")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    args = parser.parse_args(argv)
-    gpu = args.device == "cuda"
+    args = parse_model_args(parser, argv, CASES, cpu_repeats=3)
     if any(side % 32 for side in args.image_size):
         parser.error(f"--image-size must be multiples of the patch size 32, got {args.image_size}")
-    args.train_batch = args.train_batch or (8 if gpu else 4)
-    args.repeats = args.repeats or (20 if gpu else 3)
-    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    args.train_batch = args.train_batch or (8 if args.device == "cuda" else 4)
     return args
 
 
 def vqa_batch(batch: int, size: tuple[int, int], device: torch.device, generator: torch.Generator,
               first_length: int = TEXT_LENGTH) -> dict:
-    """Padded images with their pixel mask, right-padded questions with their attention mask. The first question
-    has `first_length` tokens (default all 40, so that batch 1 has no padding), the others 6 to 40."""
-    height, width = size
-    shrink = [(1.0, 1.0), (1.0, 0.75), (0.75, 1.0), (0.75, 0.75)]
-    pixel_values = torch.zeros(batch, 3, height, width)
-    pixel_mask = torch.zeros(batch, height, width, dtype=torch.long)
+    """Padded images with their pixel mask (`padded_images`), right-padded questions with their attention mask
+    (int64, (B, 40)). The first question has `first_length` tokens (default all 40, so that batch 1 has no
+    padding), the others 6 to 40."""
     input_ids = torch.zeros(batch, TEXT_LENGTH, dtype=torch.long)
     attention_mask = torch.zeros(batch, TEXT_LENGTH, dtype=torch.long)
-    for i in range(batch):
-        h, w = int(height * shrink[i % 4][0]), int(width * shrink[i % 4][1])
-        pixel_values[i, :, :h, :w] = torch.randn(3, h, w, generator=generator)
-        pixel_mask[i, :h, :w] = 1
+
+    def draw_question(i: int) -> None:
         length = first_length if i == 0 else int(torch.randint(6, TEXT_LENGTH + 1, (1,), generator=generator))
         input_ids[i, :length] = torch.randint(1000, 30000, (length,), generator=generator)
         input_ids[i, 0], input_ids[i, length - 1] = 101, 102  # [CLS], [SEP]
         attention_mask[i, :length] = 1
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, pixel_mask=pixel_mask)
-    return {name: value.to(device) for name, value in inputs.items()}
+
+    images = padded_images(batch, size, device, generator, after_each=draw_question)
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), **images}
 
 
 def soft_scores(batch: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -111,65 +104,32 @@ def build_models(device: torch.device):
 
 def max_logit_difference(ours, theirs, device: torch.device) -> float:
     """Max abs difference of the fp32 logits on a padded batch of four (shows the weights are equal)."""
-    inputs = vqa_batch(4, (256, 320), device, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        return (ours(**inputs).logits - theirs(**inputs).logits).abs().max().item()
-
-
-def inference_step(model, inputs: dict, autocast: Autocast) -> Step:
-    def step() -> None:
-        with torch.no_grad(), autocast():
-            model(**inputs)
-    return step
-
-
-def training_step(model, inputs: dict, labels: torch.Tensor, autocast: Autocast) -> Step:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        with autocast():
-            loss = model(**inputs, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # after the step, so that gradients count in this call's peak
-    return step
+    return logit_difference(ours, theirs, vqa_batch(4, (256, 320), device, torch.Generator().manual_seed(1)))
 
 
 def run_cases(args, device: torch.device) -> list[Row]:
-    bf16 = args.dtype == "bf16"
-    autocast: Autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    autocast = autocast_for(device, args.dtype)
     ours, theirs = build_models(device)
-    diff = max_logit_difference(ours, theirs, device)
-    print(f"same weights: max |logits ours - transformers| = {diff:.2e} (fp32) "
-          f"{'OK' if diff <= 1e-4 else 'MISMATCH, above 1e-4'}")
+    report_same_weights(max_logit_difference(ours, theirs, device))
     generator = torch.Generator().manual_seed(0)
     rows = []
+    size = tuple(args.image_size)
     if "infer" in args.only:  # before training, which changes the weights
-        for batch in args.infer_batches:
-            inputs = vqa_batch(batch, tuple(args.image_size), device, generator)
-            rows.append(compare("VQA inference", batch, inference_step(ours, inputs, autocast),
-                                inference_step(theirs, inputs, autocast), args, device))
+        batches = [(batch, vqa_batch(batch, size, device, generator)) for batch in args.infer_batches]
+        rows += compare_models("VQA inference", batches, ours, theirs, autocast, args, device)
     if "train" in args.only:
-        inputs = vqa_batch(args.train_batch, tuple(args.image_size), device, generator)
-        labels = soft_scores(args.train_batch, device, generator)
+        inputs = vqa_batch(args.train_batch, size, device, generator)
+        inputs["labels"] = soft_scores(args.train_batch, device, generator)
         ours.train(), theirs.train()
-        rows.append(compare("VQA train step", args.train_batch, training_step(ours, inputs, labels, autocast),
-                            training_step(theirs, inputs, labels, autocast), args, device))
+        rows += compare_models("VQA train step", [(args.train_batch, inputs)], ours, theirs, autocast, args, device,
+                               train=True)
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     height, width = args.image_size
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, timm {timm.__version__} | "
-          f"{device_name(device)} | {torch.get_num_threads()} threads | image {height}x{width}, {TEXT_LENGTH} tokens | "
-          f"ViLT-B/32 VQA | {args.dtype} | {args.warmup} warmup + {args.repeats} repeats | "
-          f"{datetime.datetime.now():%Y-%m-%d %H:%M}")
-    rows = run_cases(args, device)
-    print(format_table(rows, args.markdown))
+    run_model_benchmark(args, run_cases, f"image {height}x{width}, {TEXT_LENGTH} tokens | ViLT-B/32 VQA")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,17 @@ import detrvilt  # noqa: E402
 from detrvilt.fast_inference import CudaGraphInference  # noqa: E402
 from detrvilt.modeling.detr import onednn_detr  # noqa: E402
 from detrvilt.modeling.vilt import modeling_vilt  # noqa: E402
-from side_by_side import CLOCKS, compare, device_name  # noqa: E402
+from side_by_side import (  # noqa: E402
+    CLOCKS,
+    autocast_for,
+    compare,
+    compare_models,
+    device_name,
+    inference_step,
+    load_photos,
+    padded_images,
+    training_step,
+)
 
 GROUPS = ("detr", "vilt", "preprocessing", "memory", "flops")
 # Dense datasheet peaks (FLOP/s) of the SXM cards: bf16 tensor cores, plain fp32 (TF32 is off in these runs).
@@ -103,30 +113,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def autocast_for(device: torch.device, precision: str):
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; fused into a few kernels on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=1e-4, fused=next(model.parameters()).is_cuda)
-
-
-def training_step(model, inputs: dict, autocast) -> callable:
-    optimizer = adamw(model)
-
-    def step() -> None:
-        with autocast():
-            loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
-
-
 def result_from_row(model: str, precision: str, row, variant: str = "eager") -> Result:
     return Result(model, row.case, row.batch, precision, variant, row.ours_ms, row.theirs_ms,
                   row.ours_ms / row.theirs_ms, 1e3 * row.batch / row.ours_ms, row.ours_mib, row.theirs_mib)
@@ -139,25 +125,13 @@ def ours_only(model: str, case: str, batch: int, precision: str, variant: str, s
                   row.ours_mib)
 
 
-def detr_inputs(batch: int, args, device, generator) -> dict:
-    pixel_values, pixel_mask = bench_detr.padded_batch(batch, args.detr_size, device, generator)
-    return {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
-
-
-def inference(model, inputs: dict, autocast):
-    def step() -> None:
-        with torch.no_grad(), autocast():
-            model(**inputs)
-    return step
-
-
 def gpu_variants(name: str, ours, case: str, batches: dict, args, device) -> list[Result]:
     """ours under torch.compile (largest batch) and from CUDA graphs (batch 1), both in bf16 autocast."""
     results, bf16 = [], autocast_for(device, "bf16")
     variants = []
     if args.compile:
         batch = max(batches)
-        variants.append(("torch.compile", batch, lambda: inference(torch.compile(ours), batches[batch], bf16)))
+        variants.append(("torch.compile", batch, lambda: inference_step(torch.compile(ours), batches[batch], bf16)))
     if args.cuda_graphs:
         def graph_step():
             runner = CudaGraphInference(ours, autocast_dtype=torch.bfloat16, clone_outputs=False)
@@ -183,18 +157,16 @@ def side_by_side(name: str, ours, theirs, inference_batches: dict, train_inputs:
     are left in train mode, their weights changed)."""
     results = []
     for label, autocast in precisions(args, device):
-        for batch, inputs in inference_batches.items():
-            row = compare(f"{case}inference", batch, inference(ours, inputs, autocast),
-                          inference(theirs, inputs, autocast), args, device)
-            results.append(result_from_row(name, label, row))
+        rows = compare_models(f"{case}inference", inference_batches.items(), ours, theirs, autocast, args, device)
+        results += [result_from_row(name, label, row) for row in rows]
     if device.type == "cuda":
         results += gpu_variants(name, ours, f"{case}inference", inference_batches, args, device)
     ours.train(), theirs.train()
-    batch = next(iter(train_inputs.values())).shape[0]
+    train_batches = [(next(iter(train_inputs.values())).shape[0], train_inputs)]
     for label, autocast in precisions(args, device):
-        row = compare(f"{case}train step", batch, training_step(ours, train_inputs, autocast),
-                      training_step(theirs, train_inputs, autocast), args, device)
-        results.append(result_from_row(name, label, row))
+        rows = compare_models(f"{case}train step", train_batches, ours, theirs, autocast, args, device, train=True,
+                              fused=device.type == "cuda")
+        results += [result_from_row(name, label, row) for row in rows]
     return results
 
 
@@ -205,8 +177,8 @@ def run_detr(args, device) -> list[Result]:
     if difference > 1e-4:
         raise SystemExit(f"DETR conversion mismatch: max |logits difference| {difference:.2e}")
     generator = torch.Generator().manual_seed(0)
-    batches = {batch: detr_inputs(batch, args, device, generator) for batch in args.detr_batches}
-    train_inputs = detr_inputs(args.detr_train_batch, args, device, generator)
+    batches = {batch: padded_images(batch, args.detr_size, device, generator) for batch in args.detr_batches}
+    train_inputs = padded_images(args.detr_train_batch, args.detr_size, device, generator)
     train_inputs["labels"] = bench_detr.random_labels(args.detr_train_batch, device, generator)
     results = side_by_side("DETR-R50", ours, theirs, batches, train_inputs, "", args, device)
     for label, autocast in precisions(args, device):
@@ -230,8 +202,8 @@ def run_vilt(args, device) -> list[Result]:
     # ViLT's processor does. On the CPU ours runs its per-token layers on the valid tokens only.
     short = bench_vilt.vqa_batch(1, (384, 640), device, generator, first_length=12)
     ours.eval(), theirs.eval()
-    row = compare("VQA inference, 12-token question padded to 40", 1, inference(ours, short, nullcontext),
-                  inference(theirs, short, nullcontext), args, device)
+    row = compare("VQA inference, 12-token question padded to 40", 1, inference_step(ours, short, nullcontext),
+                  inference_step(theirs, short, nullcontext), args, device)
     return results + [result_from_row("ViLT-B/32", "fp32", row)]
 
 
@@ -239,9 +211,7 @@ def photos(count: int = 8) -> list[Image.Image]:
     """scikit-image's sample photographs when installed (as the preprocessing benchmarks use), else random images
     of the same sizes."""
     try:
-        import bench_detr_preprocessing
-
-        images = bench_detr_preprocessing.load_photos()
+        images = load_photos()
     except ImportError:
         generator = torch.Generator().manual_seed(0)
         sizes = [(512, 512), (400, 600), (300, 451), (427, 640), (370, 500)]
@@ -277,7 +247,7 @@ def multiply_adds(args, device) -> list[Result]:
     results = []
     torch.manual_seed(0)
     detr = bench_detr.build_models("resnet50", device)[0]
-    inputs = detr_inputs(1, argparse.Namespace(detr_size=(800, 1066)), device, torch.Generator().manual_seed(0))
+    inputs = padded_images(1, (800, 1066), device, torch.Generator().manual_seed(0))
     vilt = bench_vilt.build_models(device)[0]
     vilt_inputs = bench_vilt.vqa_batch(1, (384, 640), device, torch.Generator().manual_seed(0))
     for name, model, batch in (("DETR-R50", detr, inputs), ("ViLT-B/32", vilt, vilt_inputs)):
@@ -308,8 +278,8 @@ def memory_worker(spec: str, args) -> None:
     device, generator = torch.device("cpu"), torch.Generator().manual_seed(0)
     if model_name == "detr":
         models = bench_detr.build_models("resnet50", device)
-        inputs = detr_inputs(args.detr_batches[-1] if case == "infer" else args.detr_train_batch, args, device,
-                             generator)
+        inputs = padded_images(args.detr_batches[-1] if case == "infer" else args.detr_train_batch, args.detr_size,
+                               device, generator)
         if case == "train":
             inputs["labels"] = bench_detr.random_labels(args.detr_train_batch, device, generator)
     else:
@@ -323,7 +293,7 @@ def memory_worker(spec: str, args) -> None:
     if case == "train":
         step = training_step(model.train(), inputs, nullcontext)
     else:
-        step = inference(model, inputs, nullcontext)
+        step = inference_step(model, inputs, nullcontext)
     step()  # warm-up: lazy buffers, the optimizer's state
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back, so the next call's pages are counted

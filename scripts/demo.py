@@ -9,14 +9,14 @@ encoder and decoder attention, object-query boxes) and the loss curve; save a Hu
 safetensors weights, image processor, remote code); reload it with `AutoModelForObjectDetection.from_pretrained`
 and check that it gives the same outputs. The recipe (a small DC5 ResNet on 64-pixel images, the backbone trained
 at the transformer's learning rate) is what fits a CPU budget; the paper's recipe is the training scripts' default.
-ViLT (`--vilt`, on by default; `python -m detrvilt.training.vilt_demo` runs it alone): pretrain on synthetic
+ViLT (`--vilt`, on by default; `python -m detrvilt.training.vilt.demo` runs it alone): pretrain on synthetic
 captions (MLM + ITM), fine-tune on synthetic VQA, print the VQA score against the majority answer, answer questions
 about a new picture, and draw a word-patch alignment, into `output_dir/vilt`.
 """
 
 from transformers import HfArgumentParser
 
-from detrvilt.training.demo import DemoArguments, run_demo
+from detrvilt.training.detr.demo import DemoArguments, run_demo
 
 
 def main(argv: list[str] | None = None) -> dict:

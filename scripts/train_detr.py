@@ -10,8 +10,8 @@ the defaults follow the paper (AdamW, lr 1e-4, backbone 1e-5, weight decay 1e-4,
 
 from transformers import HfArgumentParser
 
-from detrvilt.training.arguments import DetrDataArguments, DetrModelArguments, DetrTrainingArguments
-from detrvilt.training.recipes import run_trainer_training
+from detrvilt.training.detr.arguments import DetrDataArguments, DetrModelArguments, DetrTrainingArguments
+from detrvilt.training.detr.recipes import run_trainer_training
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,8 +13,8 @@ The output folder gets `config.json`, `model.safetensors` and `preprocessor_conf
 
 from transformers import HfArgumentParser
 
-from detrvilt.training.arguments import DetrAccelerateArguments, DetrDataArguments, DetrModelArguments
-from detrvilt.training.recipes import run_accelerate_training
+from detrvilt.training.detr.arguments import DetrAccelerateArguments, DetrDataArguments, DetrModelArguments
+from detrvilt.training.detr.recipes import run_accelerate_training
 
 
 def main(argv: list[str] | None = None) -> dict:

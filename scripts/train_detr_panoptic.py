@@ -1,6 +1,6 @@
 """Train DETR's panoptic head on the synthetic panoptic shapes on a CPU and report panoptic quality.
 
-    python scripts/train_detr_panoptic.py --steps 300 --head_steps 100 --output_file out/panoptic.json
+    python scripts/train_detr_panoptic.py --steps 600 --head_steps 100 --num_threads 1 --output_file out/panoptic.json
 
 A small DETR (timm backbone from scratch) learns things (circles, squares, triangles) and stuff (sky, grass, wall
 regions); PQ on held-out images is measured with the untrained head and after each stage (stage 1: everything;
@@ -11,9 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import HfArgumentParser
 
-from detrvilt.data.panoptic_training import run_panoptic_shapes
+from detrvilt.training.detr.panoptic import run_panoptic_shapes
 
 
 @dataclass
@@ -34,6 +35,11 @@ class PanopticArguments:
         metadata={"help": "Panoptic post-processing score thresholds to report PQ at (0.85 is the official value)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of the data, the initialisation and the batch order."})
+    num_threads: int = field(
+        default=0,
+        metadata={"help": "torch CPU threads for the run (0: torch's default). The numbers repeat exactly only at the "
+                          "same thread count (and CPU kind): the reductions' order, hence the rounding, follows it."},
+    )
     log_every: int = field(default=25, metadata={"help": "Print the mean loss every this many steps (0: never)."})
     output_file: str = field(default="", metadata={"help": "Write the summary here as JSON (nothing if empty)."})
 
@@ -43,7 +49,15 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     settings = asdict(args)
     output_file = settings.pop("output_file")
-    summary, _ = run_panoptic_shapes(**settings)
+    num_threads, threads_before = settings.pop("num_threads"), torch.get_num_threads()
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {num_threads}")
+    try:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        summary, _ = run_panoptic_shapes(**settings)
+    finally:  # a caller in the same process (a test) keeps its thread count
+        torch.set_num_threads(threads_before)
     text = json.dumps(summary, indent=2)
     print(text)
     if output_file:

@@ -19,8 +19,8 @@ files and `train_summary.json`.
 
 from transformers import HfArgumentParser
 
-from detrvilt.training.vilt_arguments import ViltDataArguments, ViltModelArguments, ViltTrainingArguments
-from detrvilt.training.vilt_recipes import run_vilt_trainer_training
+from detrvilt.training.vilt.arguments import ViltDataArguments, ViltModelArguments, ViltTrainingArguments
+from detrvilt.training.vilt.recipes import run_vilt_trainer_training
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,8 +17,8 @@ VQAv2 json for vqa, NLVR2 json lines for nlvr2) or a saved DatasetDict (`--datas
 
 from transformers import HfArgumentParser
 
-from detrvilt.training.vilt_arguments import ViltAccelerateArguments, ViltDataArguments, ViltModelArguments
-from detrvilt.training.vilt_recipes import run_vilt_accelerate_training
+from detrvilt.training.vilt.arguments import ViltAccelerateArguments, ViltDataArguments, ViltModelArguments
+from detrvilt.training.vilt.recipes import run_vilt_accelerate_training
 
 
 def main(argv: list[str] | None = None) -> dict:

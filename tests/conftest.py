@@ -1,6 +1,7 @@
 """Shared fixtures: offline settings, tiny DETR configs and a padded batch of two different-size images."""
 
 import os
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -47,3 +48,20 @@ def detection_labels():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a process group of test processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate's process-wide state reset before and after a test that builds Accelerators."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

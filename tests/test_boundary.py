@@ -65,3 +65,57 @@ def test_remote_code_copy_follows_relative_imports_and_symlinked_shared_files(tm
     assert copy_remote_code([module.Thing], out) == ["helpers.py", "processing.py", "shared_io.py"]
     assert not (out / "shared_io.py").is_symlink()
     assert (out / "shared_io.py").read_text() == "def decode(x):\n    return x\n"
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "detrvilt"
+
+
+def _package_imports() -> tuple[dict[str, set[str]], set[str]]:
+    """Every module of src/detrvilt and the package modules it imports (at module level or inside functions), and
+    the names that are packages (`__init__.py`)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("detrvilt",) + path.relative_to(PACKAGE).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                targets |= {f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
+                            for alias in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph, {name for name, path in modules.items() if path.name == "__init__.py"}
+
+
+def test_no_import_circle_between_the_packages_modules():
+    """Modules import each other in one direction only (a package's `__init__` re-exporting its modules aside)."""
+    graph, packages = _package_imports()
+    assert len(graph) > 40 and "detrvilt.training.detr" in packages
+    circles, state = [], {}
+
+    def visit(name, trail):
+        state[name] = "open"
+        for target in sorted(graph[name] - packages):
+            if state.get(target) == "open":
+                circles.append(trail[trail.index(target):] + [target])
+            elif target not in state:
+                visit(target, trail + [target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []
+
+
+def test_the_library_never_imports_scripts_or_benchmarks():
+    graph, _ = _package_imports()
+    text = "\n".join(path.read_text() for path in PACKAGE.rglob("*.py"))
+    assert "import scripts" not in text and "import benchmarks" not in text and "from benchmarks" not in text
+    assert all(not t.startswith(("scripts", "benchmarks")) for targets in graph.values() for t in targets)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
-import detrvilt
-from detrvilt.conversion.official import convert_official_detr, official_detr_config
 from conftest import padded_pair
 from vilt_testing import TINY, hf_vilt, unshuffled_transformers_patches, vilt_batch
+
+import detrvilt
+from detrvilt.conversion.detr.from_official import convert_official_detr, official_detr_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import convert_checkpoint  # noqa: E402

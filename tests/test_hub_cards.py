@@ -11,10 +11,10 @@ import pytest
 import yaml
 from accelerate.state import AcceleratorState
 from huggingface_hub import ModelCard
+from vilt_testing import tiny_vilt_config
 
 import detrvilt
 from detrvilt.hub import render_model_card, training_facts
-from vilt_testing import tiny_vilt_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -146,3 +146,61 @@ def test_upload_goes_through_huggingface_hub_and_never_shows_the_token(run, tmp_
 def test_staging_refuses_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ValueError, match="folder must be"):
         push_to_hub.main(["--output_dir", str(tmp_path), "--repo_id", "a/b", "--dry_run", str(tmp_path / "s")])
+
+
+def test_dry_run_stages_a_space_next_to_the_model(run, tmp_path):
+    folder, _ = run
+    staged = tmp_path / "staged"
+    requirement = "detrvilt[space] @ git+https://example.invalid/detrvilt"
+    plan = push_to_hub.main(["--output_dir", str(folder), "--repo_id", "someone/detr-shapes", "--dry_run", str(staged),
+                             "--space_id", "someone/detr-demo", "--space_requirement", requirement,
+                             "--space_threshold", "0.4"])
+    space = tmp_path / "staged_space"
+    assert plan["space"]["dir"] == str(space) and plan["space"]["repo_id"] == "someone/detr-demo"
+    assert plan["space"]["files"] == sorted(p.name for p in space.iterdir()) == ["README.md", "app.py",
+                                                                                 "requirements.txt"]
+    assert "app.py" not in plan["files"]  # the model repository holds no app
+    metadata = _front_matter((space / "README.md").read_text())
+    assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py"
+    assert metadata["models"] == ["someone/detr-shapes"] and "detr" in metadata["tags"]
+    from importlib.metadata import version
+
+    assert metadata["sdk_version"] == version("gradio")
+    app = (space / "app.py").read_text()
+    compile(app, "app.py", "exec")
+    assert 'load_space_model("someone/detr-shapes")' in app and "threshold=0.4" in app
+    assert (space / "requirements.txt").read_text() == requirement + "\n"
+
+
+def test_space_staging_rejects_bad_arguments(tmp_path):
+    from detrvilt.hub import stage_space
+
+    with pytest.raises(ValueError, match="family must be 'detr' or 'vilt', got 'yolo'"):
+        stage_space("a/b", tmp_path / "s", "yolo")
+    with pytest.raises(ValueError, match="requirement must be one pip requirement line"):
+        stage_space("a/b", tmp_path / "s", "detr", requirement="a\nb")
+    with pytest.raises(ValueError, match="space_id must be 'owner/name', got 'demo'"):
+        push_to_hub.main(["--output_dir", str(tmp_path), "--repo_id", "a/b", "--space_id", "demo"])
+
+
+def test_upload_with_a_space_creates_a_gradio_space_repository(run, monkeypatch):
+    folder, _ = run
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", sorted(p.name for p in Path(kwargs["folder_path"]).iterdir()), kwargs))
+            return f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    plan = push_to_hub.main(["--output_dir", str(folder), "--repo_id", "someone/detr-shapes",
+                             "--space_id", "someone/detr-demo"])
+    assert [(c[0], c[1] if c[0] == "create_repo" else c[2]["repo_id"]) for c in calls] == [
+        ("create_repo", "someone/detr-shapes"), ("upload_folder", "someone/detr-shapes"),
+        ("create_repo", "someone/detr-demo"), ("upload_folder", "someone/detr-demo")]
+    assert calls[2][2] == {"repo_type": "space", "space_sdk": "gradio", "private": True, "exist_ok": True}
+    assert calls[3][1] == ["README.md", "app.py", "requirements.txt"] and calls[3][2]["repo_type"] == "space"
+    assert plan["space"]["commit_url"].endswith("someone/detr-demo/commit/abc")

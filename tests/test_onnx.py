@@ -8,11 +8,11 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import tiny_detr_config
+from vilt_testing import tiny_vilt_config
 
 import detrvilt
-from conftest import tiny_detr_config
 from detrvilt.conversion.onnx_export import example_inputs, export_onnx, onnx_max_difference
-from vilt_testing import tiny_vilt_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import export_onnx as export_script  # noqa: E402

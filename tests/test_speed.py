@@ -4,13 +4,13 @@ breaks, bf16 autocast, padding to fixed sizes; and the CUDA-graph helper's argum
 import pytest
 import torch
 import torch._dynamo as dynamo
+from conftest import detection_labels, padded_pair, tiny_detr_config
+from vilt_testing import randomize_, tiny_vilt_config, vilt_batch
 
-from conftest import padded_pair, tiny_detr_config
 from detrvilt import DetrForObjectDetection, ViltForQuestionAnswering
 from detrvilt.fast_inference import CudaGraphInference, choose_bucket, pad_batch, pad_images, pad_text
 from detrvilt.modeling.detr import backbone_detr, onednn_detr
 from detrvilt.modeling.vilt import modeling_vilt
-from vilt_testing import randomize_, tiny_vilt_config, vilt_batch
 
 
 def tiny_vqa(**overrides) -> ViltForQuestionAnswering:
@@ -213,7 +213,7 @@ def test_pointwise_convolution_equals_conv2d_forward_and_backward(stride, with_b
     assert fast.shape == plain.shape == (2, 16, -(-11 // stride), -(-14 // stride))
     assert fast.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
-    for fast_grad, plain_grad in zip(fast_grads, plain_grads):
+    for fast_grad, plain_grad in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(fast_grad, plain_grad, atol=1e-4, rtol=1e-5)
     assert fast_grads[0].abs().sum() > 0
 
@@ -234,7 +234,7 @@ def test_onednn_linear_equals_f_linear_and_skips_hooked_layers(monkeypatch):
         results.append((y.detach(), leaf.grad, layer.weight.grad.clone(), layer.bias.grad.clone()))
         layer.zero_grad(set_to_none=True)
     assert len(calls) == 2  # forward and input gradient, with the switch on only
-    for fast, plain in zip(*results):
+    for fast, plain in zip(*results, strict=True):
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(onednn_detr, "ONEDNN_CPU", True)
     seen = []
@@ -300,3 +300,19 @@ def test_frozen_batch_norms_keep_the_activation_of_timm_norm_act_layers():
     assert any(isinstance(m.act, torch.nn.SiLU) for m in frozen)
     assert [k for k in network.state_dict()] == [k for k in keys if not k.endswith("num_batches_tracked")]
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet26"])
+def test_gradients_keep_the_parameters_strides_for_ddp_buckets(backbone):
+    """DDP's gradient buckets take the parameters' strides; a gradient with other strides is copied every step (and
+    DDP warns "Grad strides do not match bucket view strides"). The channels-last 1x1 convolutions of the backbone
+    computed as matrix products must hand back their weight gradients in the weights' own layout."""
+    pytest.importorskip("timm")
+    model = DetrForObjectDetection(tiny_detr_config(backbone=backbone, freeze_backbone_stem=False))
+    pixel_values, pixel_mask = padded_pair()
+    model(pixel_values, pixel_mask=pixel_mask, labels=detection_labels()).loss.backward()
+    checked = [(name, p.stride(), p.grad.stride()) for name, p in model.named_parameters() if p.grad is not None]
+    assert len(checked) > 100
+    assert [c for c in checked if c[1] != c[2]] == []
+    assert any(p.dim() == 4 and p.shape[-2:] == (1, 1) and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())

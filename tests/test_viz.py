@@ -9,26 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import tiny_detr_config
+from PIL import Image
+from vilt_testing import tiny_vilt_config
+
 from detrvilt import DetrForObjectDetection, DetrImageProcessor, ViltForPreTraining, ViltForQuestionAnswering
-from detrvilt.data.vilt_tokenizer import default_vilt_processor
+from detrvilt.data.vilt.tokenizer import default_vilt_processor
 from detrvilt.viz.cli import VisualizeArguments
 from detrvilt.viz.common import DEFAULT_PANEL_INCHES
-from detrvilt.viz.detr import (
+from detrvilt.viz.detr.demo import detr_demo_pictures
+from detrvilt.viz.detr.pictures import (
     decoder_attention_grid,
     detect,
-    detr_demo_pictures,
     draw_decoder_attention,
     draw_detections,
     draw_encoder_attention,
     encoder_attention_grid,
     run_detr,
 )
-from detrvilt.viz.query_boxes import box_colours, draw_query_box_distribution
-from detrvilt.viz.vilt import draw_word_patch_alignment, word_patch_alignment
-from vilt_testing import tiny_vilt_config
+from detrvilt.viz.detr.query_boxes import box_colours, draw_query_box_distribution
+from detrvilt.viz.vilt.alignment import draw_word_patch_alignment, word_patch_alignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import visualize  # noqa: E402
@@ -152,7 +152,7 @@ def test_detect_agrees_with_post_processing_and_keeps_query_indices(detr, detr_i
     outputs = detr_inference.outputs
     expected = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=list(SIZES))
     found = detect(detr_inference, processor, threshold=0.0)
-    for image, (mine, theirs) in enumerate(zip(found, expected)):
+    for image, (mine, theirs) in enumerate(zip(found, expected, strict=True)):
         assert len(mine["scores"]) == 6
         torch.testing.assert_close(mine["scores"], theirs["scores"])
         torch.testing.assert_close(mine["boxes"], theirs["boxes"])
@@ -308,7 +308,7 @@ def test_script_on_saved_folders(tmp_path, detr, vilt):
 
 
 def test_demo_word_patch_alignment_picture_on_a_synthetic_scene(tmp_path, vilt):
-    from detrvilt.training.demo import word_patch_alignment_picture
+    from detrvilt.training.detr.demo import word_patch_alignment_picture
 
     model, processor = vilt
     path = word_patch_alignment_picture(ViltForQuestionAnswering(model.config), processor, 64,

@@ -142,7 +142,7 @@ def fold_frozen_batch_norms(module: nn.Module) -> int:
     count = 0
     for parent in module.modules():
         children = list(parent.named_children())
-        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:], strict=False):
             if not (isinstance(conv, DetrConv2d) and type(norm) is DetrFrozenBatchNorm2d):
                 continue
             named_pair = (isinstance(parent, _NAMED_PAIR_PARENTS) and conv_name.startswith("conv")

@@ -5,6 +5,12 @@ coming from transformers find them. The defaults are the paper's (and facebookre
 from transformers' in three places: auxiliary decoding losses are on, and dropout is also applied to the
 attention weights and inside the feed-forward block (``attention_dropout``, ``activation_dropout``), as
 ``nn.MultiheadAttention(dropout=0.1)`` and the FFN dropout of the official code do.
+
+Two training-only options make DETR learn faster while the inference model stays a plain DETR (both off by default,
+so converted checkpoints and transformers parity are unchanged): extra groups of object queries, each matched
+one-to-one on its own and attending only to its own group (Group DETR, Chen et al., 2022, "Group DETR: Fast DETR
+Training with Group-Wise One-to-Many Assignment"), and a one-to-many branch of extra queries matched against the
+targets repeated several times (the hybrid matching of H-DETR, Jia et al., 2023, "DETRs with Hybrid Matching").
 """
 
 from transformers import PretrainedConfig
@@ -65,6 +71,25 @@ class DetrConfig(PretrainedConfig):
             Weights of the L1 and GIoU losses; `ce_loss_coefficient` (defaults to 1) weighs the classification loss.
         eos_coefficient (`float`, *optional*, defaults to 0.1):
             Relative weight of the "no object" class in the classification loss (the paper's `eos_coef`).
+        num_query_groups (`int`, *optional*, defaults to 1):
+            Group DETR: in training, `num_query_groups - 1` extra groups of `num_queries` learned queries decode next
+            to the model's own queries (the first group); the decoder's self-attention is masked so that every group
+            sees only itself, each group is matched one-to-one to the targets on its own and gets the full Hungarian
+            loss (so an object has one positive query per group). In evaluation only the first group runs: the
+            inference model is a plain DETR. 1 turns it off.
+        hybrid_queries (`int`, *optional*, defaults to 0):
+            H-DETR's hybrid matching: in training, this many extra queries form a one-to-many branch, matched (one
+            to one) against every target repeated `hybrid_repeats` times, so that each object gets up to
+            `hybrid_repeats` positive queries; the branch is masked off from the other queries in self-attention and
+            dropped in evaluation. 0 turns it off.
+        hybrid_repeats (`int`, *optional*, defaults to 6): How often each target is repeated for the one-to-many
+            branch (H-DETR's `k`).
+        hybrid_loss_coefficient (`float`, *optional*, defaults to 1): Weight of the one-to-many branch's Hungarian
+            loss in the total (H-DETR's `lambda`).
+
+    The extra queries of `num_query_groups` and `hybrid_queries` are training-only parameters
+    (`model.training_query_position_embeddings`): a plain DETR config ignores them when loading, and
+    [`DetrForObjectDetection.to_plain_detr`] drops them.
     """
 
     model_type = "detrvilt_detr"
@@ -107,6 +132,10 @@ class DetrConfig(PretrainedConfig):
         bbox_loss_coefficient: float = 5.0,
         giou_loss_coefficient: float = 2.0,
         eos_coefficient: float = 0.1,
+        num_query_groups: int = 1,
+        hybrid_queries: int = 0,
+        hybrid_repeats: int = 6,
+        hybrid_loss_coefficient: float = 1.0,
         **kwargs,
     ):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -142,6 +171,10 @@ class DetrConfig(PretrainedConfig):
         self.bbox_loss_coefficient = bbox_loss_coefficient
         self.giou_loss_coefficient = giou_loss_coefficient
         self.eos_coefficient = eos_coefficient
+        self.num_query_groups = num_query_groups
+        self.hybrid_queries = hybrid_queries
+        self.hybrid_repeats = hybrid_repeats
+        self.hybrid_loss_coefficient = hybrid_loss_coefficient
         kwargs.setdefault("is_encoder_decoder", True)
         super().__init__(**kwargs)
         self.validate_detr()
@@ -180,3 +213,28 @@ class DetrConfig(PretrainedConfig):
             raise ValueError(f"eos_coefficient must be in (0, 1], got {self.eos_coefficient!r}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+        self.validate_training_queries()
+
+    @property
+    def num_training_queries(self) -> int:
+        """Number of training-only queries: the extra Group DETR groups plus the hybrid one-to-many branch."""
+        return (self.num_query_groups - 1) * self.num_queries + self.hybrid_queries
+
+    def validate_training_queries(self):
+        """Raise `ValueError` for bad Group DETR / hybrid matching settings."""
+        for name, low in (("num_query_groups", 1), ("hybrid_queries", 0), ("hybrid_repeats", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        coefficient = self.hybrid_loss_coefficient
+        if not isinstance(coefficient, (int, float)) or isinstance(coefficient, bool) or coefficient < 0:
+            raise ValueError(f"hybrid_loss_coefficient must be a number >= 0, got {coefficient!r}")
+        if self.num_training_queries and type(self).model_type != DetrConfig.model_type:
+            # The panoptic model runs the detector's decoder without them; training queries there would be unused
+            # parameters (and DDP would fail on them).
+            raise ValueError(
+                f"num_query_groups={self.num_query_groups} and hybrid_queries={self.hybrid_queries} are options of "
+                f"DetrForObjectDetection only, not of {type(self).__name__}: set num_query_groups=1 and "
+                "hybrid_queries=0 (DetrForObjectDetection.to_plain_detr() gives the plain detector of a model trained "
+                "with them)"
+            )

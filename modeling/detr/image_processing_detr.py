@@ -794,7 +794,7 @@ class DetrviltDetrImageProcessor(DetrSegmentationPostProcessingMixin, BaseImageP
                 )
             boxes = boxes * sizes[:, [1, 0, 1, 0]][:, None, :]
         results = []
-        for image_scores, image_classes, image_boxes in zip(scores, classes, boxes):
+        for image_scores, image_classes, image_boxes in zip(scores, classes, boxes, strict=True):
             keep = torch.nonzero(image_scores > threshold).flatten()
             order = keep[image_scores[keep].argsort(descending=True)]
             if top_k is not None:

@@ -12,7 +12,11 @@ for panoptic, as the official) are kept; each pixel goes to the kept query with 
 the same stuff class (``label_ids_to_fuse``) are merged into one segment; segments of at most 4 pixels are removed
 and the assignment is redone until none is left. One change: the official code fuses stuff only in the first
 assignment (its repeated assignments after removing tiny segments drop the fusion and hand the fused queries'
-pixels to other queries); here fused queries stay one segment throughout. Mask logits cover the padded input:
+pixels to other queries); here fused queries stay one segment throughout. One addition, off by default, for
+transformers' ``image-segmentation`` pipeline (which passes ``mask_threshold`` and ``overlap_mask_area_threshold``):
+with ``overlap_mask_area_threshold`` a segment must also win more than that fraction of its own mask (its pixels with
+``sigmoid(mask logit) > mask_threshold``), the meaning transformers gives these two arguments. Mask logits cover the
+padded input:
 with ``pixel_mask`` they are upsampled to the padded size and cropped to each image before the resize to
 ``target_sizes``, so an image's result does not depend on its batch.
 
@@ -173,7 +177,8 @@ def _check_outputs(outputs):
     if logits.ndim != 3 or masks.ndim != 4 or masks.shape[:2] != logits.shape[:2]:
         raise ValueError(f"outputs must have logits (batch_size, num_queries, num_labels + 1) and pred_masks "
                          f"(batch_size, num_queries, h, w), got {tuple(logits.shape)} and {tuple(masks.shape)}")
-    return logits.float(), masks
+    # Post-processing reads values only: detached, so outputs of a forward with gradients need no torch.no_grad().
+    return logits.detach().float(), masks.detach()
 
 
 class DetrSegmentationPostProcessingMixin:
@@ -227,7 +232,9 @@ class DetrSegmentationPostProcessingMixin:
         return results
 
     def post_process_panoptic_segmentation(self, outputs, threshold: float = 0.85, label_ids_to_fuse=None,
-                                           target_sizes=None, pixel_mask=None, min_area: int = 4) -> list[dict]:
+                                           target_sizes=None, pixel_mask=None, min_area: int = 4,
+                                           mask_threshold: float = 0.5,
+                                           overlap_mask_area_threshold: float | None = None) -> list[dict]:
         """Panoptic maps, as the official `PostProcessPanoptic` (see the module docstring).
 
         Args:
@@ -239,12 +246,25 @@ class DetrSegmentationPostProcessingMixin:
             target_sizes (list of `(height, width)`, *optional*): size of each output map.
             pixel_mask (`torch.Tensor` `(B, H, W)`, *optional*): the model's input mask; crops the padding away.
             min_area (`int`): segments of at most this many pixels are removed (4, the official value).
+            mask_threshold (`float`, defaults to 0.5): a query's own mask is its pixels with `sigmoid(mask logit)`
+                above it (the union of its members' masks for a fused segment); used with
+                `overlap_mask_area_threshold` only.
+            overlap_mask_area_threshold (`float`, *optional*): when given, a segment is also removed unless the pixels
+                it wins exceed this fraction of its own mask (so a query whose mask other segments mostly cover
+                leaves no fragments), and a segment with an empty own mask is removed. `None` (the default): the
+                official rule, `min_area` only. transformers' `image-segmentation` pipeline passes 0.5 and
+                `mask_threshold=0.5` unless told otherwise.
 
         Returns:
             `list[dict]`, one per image: `segmentation` (`torch.LongTensor` `(height, width)`, segment ids from 1,
             0 where no segment was kept) and `segments_info` (`list[dict]`: `id`, `label_id`, `was_fused`, `score`,
             `area`).
         """
+        for name, value in (("mask_threshold", mask_threshold), ("overlap_mask_area_threshold",
+                                                                 overlap_mask_area_threshold)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value <= 1):
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
         logits, masks = _check_outputs(outputs)
         sizes = _sizes(target_sizes, logits.shape[0], "target_sizes")
         fuse = set(int(v) for v in (label_ids_to_fuse or ()))
@@ -263,7 +283,13 @@ class DetrSegmentationPostProcessingMixin:
                     group[members] = members[0]
                 owner = group[mask_logits.argmax(0)]  # (H, W) index of the segment's first query
                 area = torch.bincount(owner.flatten(), minlength=len(keep))
-                small = (area <= min_area)[group]  # a fused segment goes or stays as a whole
+                small = area <= min_area  # (K,), read at each segment's first query
+                if overlap_mask_area_threshold is not None:
+                    own = mask_logits.sigmoid() > mask_threshold  # (K, H, W) each query's own mask
+                    segment_own = torch.zeros_like(own).index_add_(0, group, own)  # union per segment (bool add)
+                    own_area = segment_own.flatten(1).sum(1)  # (K,)
+                    small |= (own_area == 0) | (area <= overlap_mask_area_threshold * own_area)
+                small = small[group]  # a fused segment goes or stays as a whole
                 if not small.any():
                     break
                 keep, image_labels, image_scores = keep[~small], image_labels[~small], image_scores[~small]

@@ -16,6 +16,12 @@ Follows the algorithm of facebookresearch/detr (``models/matcher.py``, ``models/
 - ``num_boxes`` is the box count summed over all processes divided by the world size, clamped to >= 1, as the
   official code does (transformers' DETR loss divides by the world size twice under Accelerate);
 - everything runs in fp32 with autocast disabled.
+
+Training-only queries (see ``DetrConfig``) add two losses, each the same Hungarian loss on its own queries:
+Group DETR's extra query groups (Chen et al., 2022), each group matched one-to-one to the targets independently (the
+groups are stacked with the decoder layers and matched in the same pass); and H-DETR's one-to-many branch (Jia et
+al., 2023), matched one-to-one against the targets repeated ``hybrid_repeats`` times. Their box losses are divided
+by the same global ``num_boxes`` (for the branch: of the repeated targets), so they are multi-process correct too.
 """
 
 from collections.abc import Mapping, Sequence
@@ -214,6 +220,17 @@ class HungarianMatcher(nn.Module):
         ]
 
 
+# The model outputs of the training-only queries that the loss reads (see `DetrForObjectDetection`).
+TRAINING_PREDICTIONS = ("group_logits", "group_pred_boxes", "hybrid_logits", "hybrid_pred_boxes")
+
+
+def _repeat_targets(values: torch.Tensor, sizes, repeats: int) -> torch.Tensor:
+    """Targets concatenated over images (`(T, ...)`, `sizes` per image) with each image's block repeated `repeats`
+    times in place: image 0's targets `repeats` times, then image 1's, ... (`(repeats * T, ...)`)."""
+    blocks = values.split(list(sizes))
+    return torch.cat([block.repeat(repeats, *([1] * (block.ndim - 1))) for block in blocks]) if blocks else values
+
+
 def _get(outputs, key):
     return outputs.get(key) if isinstance(outputs, Mapping) else getattr(outputs, key, None)
 
@@ -237,6 +254,8 @@ class DetrLoss(nn.Module):
         focal_alpha, focal_gamma (`float`): the focal loss's alpha (negative: none) and gamma.
         mask_cost, dice_cost (`float`): weights of the focal and dice terms in the final layer's matching cost
             (0: match on classes and boxes only, as the paper).
+        hybrid_repeats (`int`): how often each target is repeated for the one-to-many (hybrid) branch.
+        hybrid_loss_coefficient (`float`): weight of the one-to-many branch's loss in the total.
     """
 
     def __init__(
@@ -253,8 +272,12 @@ class DetrLoss(nn.Module):
         focal_gamma: float = 2.0,
         mask_cost: float = 0.0,
         dice_cost: float = 0.0,
+        hybrid_repeats: int = 6,
+        hybrid_loss_coefficient: float = 1.0,
     ):
         super().__init__()
+        if not isinstance(hybrid_repeats, int) or hybrid_repeats < 1:
+            raise ValueError(f"hybrid_repeats must be a positive integer, got {hybrid_repeats!r}")
         self.num_labels = num_labels
         self.matcher = matcher if matcher is not None else HungarianMatcher()
         self.eos_coef = eos_coef
@@ -265,6 +288,8 @@ class DetrLoss(nn.Module):
         self.focal_gamma = focal_gamma
         self.mask_cost = mask_cost
         self.dice_cost = dice_cost
+        self.hybrid_repeats = hybrid_repeats
+        self.hybrid_loss_coefficient = hybrid_loss_coefficient
 
     @classmethod
     def from_config(cls, config) -> "DetrLoss":
@@ -280,6 +305,8 @@ class DetrLoss(nn.Module):
             ce_loss_coefficient=config.ce_loss_coefficient,
             bbox_loss_coefficient=config.bbox_loss_coefficient,
             giou_loss_coefficient=config.giou_loss_coefficient,
+            hybrid_repeats=getattr(config, "hybrid_repeats", 6),
+            hybrid_loss_coefficient=getattr(config, "hybrid_loss_coefficient", 1.0),
         )
 
     def forward(self, outputs, labels, num_items_in_batch=None) -> torch.Tensor:
@@ -287,8 +314,10 @@ class DetrLoss(nn.Module):
 
         Args:
             outputs: a model output (or dict) with `logits` `(B, Q, C+1)`, `pred_boxes` `(B, Q, 4)`, when
-                auxiliary losses are wanted `auxiliary_outputs` (a list of dicts with the same two keys), and for the
-                mask losses `pred_masks` `(B, Q, h, w)` (then `labels` need `masks`).
+                auxiliary losses are wanted `auxiliary_outputs` (a list of dicts with the same two keys), for the
+                mask losses `pred_masks` `(B, Q, h, w)` (then `labels` need `masks`), and in training with query
+                groups or a hybrid branch their predictions (`group_logits`, `group_pred_boxes`, `hybrid_logits`,
+                `hybrid_pred_boxes`, see [`compute`]).
             labels (`list[dict]`): see [`check_detection_labels`].
             num_items_in_batch: ignored; the box count is taken from `labels` and summed over processes.
         """
@@ -302,10 +331,13 @@ class DetrLoss(nn.Module):
         auxiliary = _get(outputs, "auxiliary_outputs") or []
         logits = torch.stack([a["logits"] for a in auxiliary] + [logits])
         pred_boxes = torch.stack([a["pred_boxes"] for a in auxiliary] + [pred_boxes])
-        return self.compute(logits, pred_boxes, labels, pred_masks=_get(outputs, "pred_masks"))
+        training = {name: _get(outputs, name) for name in TRAINING_PREDICTIONS}
+        return self.compute(logits, pred_boxes, labels, pred_masks=_get(outputs, "pred_masks"), **training)
 
     def compute(self, logits: torch.Tensor, pred_boxes: torch.Tensor, labels,
-                pred_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                pred_masks: torch.Tensor | None = None, group_logits: torch.Tensor | None = None,
+                group_pred_boxes: torch.Tensor | None = None, hybrid_logits: torch.Tensor | None = None,
+                hybrid_pred_boxes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """
         Args:
             logits (`torch.FloatTensor` of shape `(num_layers, batch_size, num_queries, num_labels + 1)`): class
@@ -318,11 +350,21 @@ class DetrLoss(nn.Module):
                 aligned, any size up to the padded one).
             pred_masks (`torch.FloatTensor` of shape `(batch_size, num_queries, h, w)`, *optional*): mask logits of
                 the final layer (a quarter of the padded input); adds `loss_mask` and `loss_dice`.
+            group_logits (`torch.FloatTensor` of shape `(G, num_layers, batch_size, num_queries, num_labels + 1)`)
+                and group_pred_boxes (`(G, num_layers, batch_size, num_queries, 4)`), *optional*: Group DETR's extra
+                query groups; each group and layer is matched one-to-one on its own and adds its Hungarian loss.
+            hybrid_logits (`torch.FloatTensor` of shape `(num_layers, batch_size, H, num_labels + 1)`) and
+                hybrid_pred_boxes (`(num_layers, batch_size, H, 4)`), *optional*: the one-to-many branch, matched
+                against every target repeated `hybrid_repeats` times; adds `hybrid_loss_coefficient` times its
+                Hungarian loss (box losses divided by the global count of repeated targets).
 
         Returns:
-            `(loss, loss_dict)`: `loss` the weighted sum over layers; `loss_dict` with `loss_ce`, `loss_bbox`,
-            `loss_giou`, `cardinality_error` (and `loss_mask`, `loss_dice`) for the final layer and the same names
-            (masks excepted) suffixed `_{i}` for auxiliary layer `i` (0 = first decoder layer).
+            `(loss, loss_dict)`: `loss` the weighted sum over layers (and groups and branch); `loss_dict` with
+            `loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error` (and `loss_mask`, `loss_dice`) for the final
+            layer and the same names (masks excepted) suffixed `_{i}` for auxiliary layer `i` (0 = first decoder
+            layer); with query groups `loss_ce_groups`, `loss_bbox_groups`, `loss_giou_groups` (final layer, mean over
+            the extra groups), with the hybrid branch `loss_ce_hybrid`, `loss_bbox_hybrid`, `loss_giou_hybrid` (final
+            layer).
         """
         if logits.ndim != 4 or pred_boxes.shape != logits.shape[:3] + (4,):
             raise ValueError(
@@ -334,6 +376,11 @@ class DetrLoss(nn.Module):
         num_layers, batch_size, num_queries, _ = logits.shape
         device = logits.device
         check_detection_labels(labels, batch_size)
+        num_groups = self._check_training_predictions(logits, pred_masks, group_logits, group_pred_boxes,
+                                                      hybrid_logits, hybrid_pred_boxes)
+        if num_groups:  # matched and weighed like extra decoder layers, after the model's own
+            logits = torch.cat([logits, group_logits.flatten(0, 1)])  # ((1 + G) * L, B, Q, C+1)
+            pred_boxes = torch.cat([pred_boxes, group_pred_boxes.flatten(0, 1)])
         class_ids, target_boxes, sizes = _flatten_targets(labels, device)
         target_masks = extra_cost = None
         if pred_masks is not None:
@@ -344,6 +391,73 @@ class DetrLoss(nn.Module):
             target_masks = pad_target_masks(labels, device)  # (T, H, W)
             if (self.mask_cost or self.dice_cost) and len(target_masks):
                 extra_cost = self._mask_matching_cost(pred_masks, target_masks)
+        per_layer, pairs, num_boxes = self._layer_losses(logits, pred_boxes, class_ids, target_boxes, sizes,
+                                                         extra_cost)
+        layer_idx, image_idx, query_idx, target_idx = pairs
+
+        own = {name: values[:num_layers] for name, values in per_layer.items()}  # the model's own queries
+        loss = sum(self.weights[name] * own[name].sum() for name in self.weights)
+        loss_dict = {name: values[-1] for name, values in own.items()}  # the final layer first
+        if pred_masks is not None:
+            final = layer_idx == num_layers - 1
+            mask_losses = self._mask_losses(pred_masks, target_masks, image_idx[final], query_idx[final],
+                                            target_idx[final], num_boxes)
+            loss = loss + sum(self.mask_weights[name] * value for name, value in mask_losses.items())
+            loss_dict.update(mask_losses)
+        for layer in range(num_layers - 1):
+            loss_dict.update({f"{name}_{layer}": values[layer] for name, values in own.items()})
+        if num_groups:
+            groups = {name: per_layer[name][num_layers:].view(num_groups, num_layers) for name in self.weights}
+            loss = loss + sum(self.weights[name] * groups[name].sum() for name in self.weights)
+            loss_dict.update({f"{name}_groups": groups[name][:, -1].mean() for name in self.weights})
+        if hybrid_logits is not None:
+            repeats = self.hybrid_repeats
+            hybrid, _, _ = self._layer_losses(
+                hybrid_logits, hybrid_pred_boxes, _repeat_targets(class_ids, sizes, repeats),
+                _repeat_targets(target_boxes, sizes, repeats), [size * repeats for size in sizes])
+            loss = loss + self.hybrid_loss_coefficient * sum(self.weights[name] * hybrid[name].sum()
+                                                             for name in self.weights)
+            loss_dict.update({f"{name}_hybrid": hybrid[name][-1] for name in self.weights})
+        return loss, loss_dict
+
+    @staticmethod
+    def _check_training_predictions(logits, pred_masks, group_logits, group_pred_boxes, hybrid_logits,
+                                    hybrid_pred_boxes) -> int:
+        """Check the shapes of the query groups' and the hybrid branch's predictions; return the number of extra
+        groups."""
+        for name, class_logits, boxes in (("group", group_logits, group_pred_boxes),
+                                          ("hybrid", hybrid_logits, hybrid_pred_boxes)):
+            if (class_logits is None) != (boxes is None):
+                raise ValueError(f"{name}_logits and {name}_pred_boxes must be given together")
+        if pred_masks is not None and (group_logits is not None or hybrid_logits is not None):
+            raise ValueError("the mask losses (pred_masks) cannot be combined with query groups or a hybrid branch")
+        num_layers, batch_size, num_queries, num_classes = logits.shape
+        if group_logits is not None:
+            if (group_logits.ndim != 5 or group_logits.shape[1:] != logits.shape
+                    or group_pred_boxes.shape != group_logits.shape[:4] + (4,)):
+                raise ValueError(
+                    f"group_logits must be (G, L, B, Q, C+1) = (G, {num_layers}, {batch_size}, {num_queries}, "
+                    f"{num_classes}) and group_pred_boxes (G, L, B, Q, 4), got {tuple(group_logits.shape)} and "
+                    f"{tuple(group_pred_boxes.shape)}"
+                )
+        if hybrid_logits is not None:
+            if (hybrid_logits.ndim != 4 or hybrid_logits.shape[:2] != (num_layers, batch_size)
+                    or hybrid_logits.shape[-1] != num_classes
+                    or hybrid_pred_boxes.shape != hybrid_logits.shape[:3] + (4,)):
+                raise ValueError(
+                    f"hybrid_logits must be (L, B, H, C+1) = ({num_layers}, {batch_size}, H, {num_classes}) and "
+                    f"hybrid_pred_boxes (L, B, H, 4), got {tuple(hybrid_logits.shape)} and "
+                    f"{tuple(hybrid_pred_boxes.shape)}"
+                )
+        return 0 if group_logits is None else group_logits.shape[0]
+
+    def _layer_losses(self, logits, pred_boxes, class_ids, target_boxes, sizes, extra_cost=None):
+        """Match every layer `(L, B, Q, .)` to the concatenated targets (class ids `(T,)`, boxes `(T, 4)`, per-image
+        counts `sizes`) and return `(per_layer, pairs, num_boxes)`: `per_layer` maps `loss_ce`, `loss_bbox`,
+        `loss_giou`, `cardinality_error` to `(L,)` tensors; `pairs` is the `(4, P)` tensor of matched (layer, image,
+        query, target row); `num_boxes` the global box count per process (see [`_num_boxes`])."""
+        num_layers, batch_size, num_queries, _ = logits.shape
+        device = logits.device
         indices = self.matcher.match_targets(logits, pred_boxes, class_ids, target_boxes, sizes, self.num_labels,
                                              extra_cost)
 
@@ -390,17 +504,7 @@ class DetrLoss(nn.Module):
 
         per_layer = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou,
                      "cardinality_error": cardinality}
-        loss = sum(self.weights[name] * per_layer[name].sum() for name in self.weights)
-        loss_dict = {name: values[-1] for name, values in per_layer.items()}  # the final layer first
-        if pred_masks is not None:
-            final = layer_idx == num_layers - 1
-            mask_losses = self._mask_losses(pred_masks, target_masks, image_idx[final], query_idx[final],
-                                            target_idx[final], num_boxes)
-            loss = loss + sum(self.mask_weights[name] * value for name, value in mask_losses.items())
-            loss_dict.update(mask_losses)
-        for layer in range(num_layers - 1):
-            loss_dict.update({f"{name}_{layer}": values[layer] for name, values in per_layer.items()})
-        return loss, loss_dict
+        return per_layer, pairs, num_boxes
 
     def _mask_matching_cost(self, pred_masks: torch.Tensor, target_masks: torch.Tensor) -> torch.Tensor:
         """`(B, Q, T)` weighted focal + dice cost of every query of every image against every target mask."""

@@ -10,8 +10,14 @@ Parameter names follow transformers' ``DetrForObjectDetection`` so that its chec
 (``detrvilt.conversion.convert_transformers_detr``). Attention runs through
 ``torch.nn.functional.scaled_dot_product_attention``; ``output_attentions=True`` switches to an explicit
 softmax path that also returns the weights.
+
+Training-only queries (Group DETR's extra query groups and H-DETR's one-to-many branch, see [`DetrConfig`]) decode
+next to the model's own queries in training mode only, in one decoder pass whose self-attention is masked block by
+block ([`query_group_ids`]); their outputs go to the loss and never to the predictions, so the inference model is a
+plain DETR ([`DetrForObjectDetection.to_plain_detr`]).
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +61,11 @@ class DetrModelOutput(ModelOutput):
         projected_features (`torch.FloatTensor` of shape `(batch_size, d_model, H, W)`, with
             `output_backbone_features=True`): the last feature map after the 1x1 input projection (the encoder's input
             before flattening).
+        training_hidden_states (`torch.FloatTensor` of shape `(decoder_layers, batch_size, T, d_model)`, in training
+            mode with `config.num_training_queries` = T > 0): the normalized decoder outputs of the training-only
+            queries (Group DETR's extra groups, then the hybrid branch). In that mode the decoder's attention maps and
+            hidden states also cover all `num_queries + T` queries; `last_hidden_state` and
+            `intermediate_hidden_states` keep the model's own `num_queries`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -68,6 +79,7 @@ class DetrModelOutput(ModelOutput):
     cross_attentions: tuple | None = None
     backbone_features: tuple | None = None
     projected_features: torch.FloatTensor | None = None
+    training_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -84,6 +96,13 @@ class DetrObjectDetectionOutput(ModelOutput):
             Boxes as (cx, cy, w, h) in [0, 1], relative to each image's **unpadded** size.
         auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`): `{"logits", "pred_boxes"}` of every decoder
             layer but the last.
+        group_logits (`torch.FloatTensor` of shape `(num_query_groups - 1, L, batch_size, num_queries, num_labels + 1)`)
+            and group_pred_boxes (`(num_query_groups - 1, L, batch_size, num_queries, 4)`), in training mode with
+            `config.num_query_groups > 1`: the predictions of Group DETR's extra query groups, for every decoder layer
+            whose loss is used (`L` = `decoder_layers` with auxiliary losses, else 1; the final layer last).
+        hybrid_logits (`torch.FloatTensor` of shape `(L, batch_size, hybrid_queries, num_labels + 1)`) and
+            hybrid_pred_boxes (`(L, batch_size, hybrid_queries, 4)`), in training mode with `config.hybrid_queries > 0`:
+            the predictions of the one-to-many branch.
         The remaining fields are those of [`DetrModelOutput`].
     """
 
@@ -100,6 +119,10 @@ class DetrObjectDetectionOutput(ModelOutput):
     encoder_attentions: tuple | None = None
     decoder_attentions: tuple | None = None
     cross_attentions: tuple | None = None
+    group_logits: torch.FloatTensor | None = None
+    group_pred_boxes: torch.FloatTensor | None = None
+    hybrid_logits: torch.FloatTensor | None = None
+    hybrid_pred_boxes: torch.FloatTensor | None = None
 
 
 class DetrAttention(nn.Module):
@@ -210,11 +233,12 @@ class DetrDecoderLayer(nn.Module):
         x = x + F.dropout(y, p=self.dropout, training=self.training)
         return x if self.pre_norm else norm(x)
 
-    def forward(self, x, query_pos, memory, memory_with_pos, memory_bias, output_attentions=False):
-        """x, query_pos: `(B, Q, D)`; memory, memory_with_pos: `(B, H*W, D)`; memory_bias: `(B, 1, 1, H*W)`."""
+    def forward(self, x, query_pos, memory, memory_with_pos, memory_bias, output_attentions=False, self_bias=None):
+        """x, query_pos: `(B, Q, D)`; memory, memory_with_pos: `(B, H*W, D)`; memory_bias: `(B, 1, 1, H*W)`;
+        self_bias (`(1, 1, Q, Q)`, optional): additive mask of the queries' self-attention (query groups)."""
         y = self.self_attn_layer_norm(x) if self.pre_norm else x
         query = y + query_pos
-        y, self_weights = self.self_attn(query, query, y, None, output_attentions)
+        y, self_weights = self.self_attn(query, query, y, self_bias, output_attentions)
         x = self._residual(x, y, self.self_attn_layer_norm)
         y = self.encoder_attn_layer_norm(x) if self.pre_norm else x
         y, cross_weights = self.encoder_attn(y + query_pos, memory_with_pos, memory, memory_bias, output_attentions)
@@ -251,8 +275,10 @@ class DetrDecoder(nn.Module):
         self.layers = nn.ModuleList(DetrDecoderLayer(config) for _ in range(config.decoder_layers))
         self.layernorm = nn.LayerNorm(config.d_model)
 
-    def forward(self, query_pos, memory, pos, memory_bias, output_attentions=False, output_hidden_states=False):
-        """Returns the normalized output of every layer, `(decoder_layers, B, Q, D)`, and the optional extras."""
+    def forward(self, query_pos, memory, pos, memory_bias, output_attentions=False, output_hidden_states=False,
+                self_bias=None):
+        """Returns the normalized output of every layer, `(decoder_layers, B, Q, D)`, and the optional extras.
+        `self_bias` (`(1, 1, Q, Q)`, optional) masks the queries' self-attention in every layer."""
         x = torch.zeros_like(query_pos)  # (B, Q, D): the queries' content starts empty
         memory_with_pos = memory + pos  # the same keys for every layer
         hidden_states = (x,) if output_hidden_states else None
@@ -261,7 +287,7 @@ class DetrDecoder(nn.Module):
         normalized = []
         for layer in self.layers:
             x, self_weights, cross_weights = layer(
-                x, query_pos, memory, memory_with_pos, memory_bias, output_attentions
+                x, query_pos, memory, memory_with_pos, memory_bias, output_attentions, self_bias
             )
             if output_hidden_states:
                 hidden_states += (x,)
@@ -278,6 +304,41 @@ class DetrDecoder(nn.Module):
         return torch.stack(normalized), hidden_states, self_attentions, cross_attentions
 
 
+class DetrTrainingQueryEmbeddings(nn.Embedding):
+    """The training-only query embeddings (Group DETR's extra groups, then the hybrid branch): `(T, d_model)`.
+
+    Initialised N(0, 1) like the object queries, but from a generator of their own seeded by `torch.initial_seed()`:
+    they draw nothing from the global random stream, so the rest of a model built with them gets the same initial
+    weights as a plain DETR built from the same seed (method and baseline start from the same model).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__(num_embeddings, embedding_dim, _weight=torch.empty(num_embeddings, embedding_dim))
+
+    def reset_parameters(self) -> None:
+        if self.weight.device.type == "meta":
+            return
+        generator = torch.Generator(device=self.weight.device).manual_seed((torch.initial_seed() + 20) % 2**63)
+        nn.init.normal_(self.weight, generator=generator)
+
+
+def query_group_ids(config: DetrConfig, training: bool = True) -> torch.Tensor:
+    """The group of every decoder query: `torch.LongTensor` of shape `(num_queries + T,)`, T the training-only
+    queries in training (0 otherwise): 0 for the model's own queries, 1 .. `num_query_groups - 1` for Group DETR's
+    extra groups, `num_query_groups` for the hybrid branch. A query attends only to queries of its own group."""
+    ids = torch.arange(config.num_query_groups if training else 1).repeat_interleave(config.num_queries)
+    if training and config.hybrid_queries:
+        ids = torch.cat([ids, torch.full((config.hybrid_queries,), config.num_query_groups)])
+    return ids
+
+
+def group_attention_bias(group_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive self-attention mask `(1, 1, T, T)`: 0 between queries of one group, the dtype's minimum across
+    groups (block diagonal: no information passes between groups)."""
+    across = group_ids[:, None] != group_ids[None, :]  # (T, T)
+    return (across.to(dtype) * torch.finfo(dtype).min)[None, None]
+
+
 class DetrPreTrainedModel(PreTrainedModel):
     config_class = DetrConfig
     base_model_prefix = "model"
@@ -290,7 +351,9 @@ class DetrPreTrainedModel(PreTrainedModel):
         # The official initialisation: Xavier-uniform for the transformer's and the heads' linear layers,
         # N(0, 1) object queries, U(0, 1) learned positions. Convolutions keep their own initialisation
         # (timm's for the backbone, PyTorch's for the input projection).
-        if isinstance(module, nn.Linear):
+        if isinstance(module, DetrTrainingQueryEmbeddings):
+            module.reset_parameters()
+        elif isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight, gain=self.config.init_xavier_std)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
@@ -344,6 +407,11 @@ class DetrModel(DetrPreTrainedModel):
         self.query_position_embeddings = nn.Embedding(config.num_queries, config.d_model)
         self.encoder = DetrEncoder(config)
         self.decoder = DetrDecoder(config)
+        # Training only (Group DETR's extra query groups, the hybrid branch); never used in evaluation.
+        self.training_query_position_embeddings = (
+            DetrTrainingQueryEmbeddings(config.num_training_queries, config.d_model)
+            if config.num_training_queries else None
+        )
         self.post_init()
 
     def freeze_backbone(self):
@@ -368,6 +436,9 @@ class DetrModel(DetrPreTrainedModel):
             output_hidden_states (`bool`, *optional*): also return every layer's hidden states.
             output_backbone_features (`bool`, *optional*): also return the backbone's four feature maps and the
                 projected last one (what the panoptic mask head reads).
+
+        In training mode with training-only queries (`config.num_query_groups > 1` or `config.hybrid_queries > 0`)
+        they decode in the same pass, masked off from the model's own queries, into `training_hidden_states`.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -387,10 +458,20 @@ class DetrModel(DetrPreTrainedModel):
         memory, encoder_states, encoder_attentions = self.encoder(
             source, pos, attn_bias, output_attentions, output_hidden_states
         )
-        query_pos = self.query_position_embeddings.weight[None].expand(source.shape[0], -1, -1)  # (B, Q, D)
+        queries = self.query_position_embeddings.weight  # (Q, D)
+        self_bias = None
+        with_training_queries = self.training and self.training_query_position_embeddings is not None
+        if with_training_queries:
+            queries = torch.cat([queries, self.training_query_position_embeddings.weight])  # (Q + T, D)
+            self_bias = group_attention_bias(query_group_ids(self.config).to(memory.device), memory.dtype)
+        query_pos = queries[None].expand(source.shape[0], -1, -1)  # (B, Q [+ T], D)
         intermediate, decoder_states, decoder_attentions, cross_attentions = self.decoder(
-            query_pos.to(memory.dtype), memory, pos, attn_bias, output_attentions, output_hidden_states
-        )
+            query_pos.to(memory.dtype), memory, pos, attn_bias, output_attentions, output_hidden_states, self_bias
+        )  # intermediate (L, B, Q [+ T], D)
+        training_states = None
+        if with_training_queries:
+            num_queries = self.config.num_queries
+            intermediate, training_states = intermediate[:, :, :num_queries], intermediate[:, :, num_queries:]
         output = DetrModelOutput(
             last_hidden_state=intermediate[-1],
             intermediate_hidden_states=intermediate,
@@ -403,6 +484,7 @@ class DetrModel(DetrPreTrainedModel):
             cross_attentions=cross_attentions,
             backbone_features=tuple(f for f, _ in features) if output_backbone_features else None,
             projected_features=projected if output_backbone_features else None,
+            training_hidden_states=training_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -413,7 +495,7 @@ class DetrMLPPredictionHead(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -423,6 +505,10 @@ class DetrMLPPredictionHead(nn.Module):
 
 class DetrForObjectDetection(DetrPreTrainedModel):
     """DETR with its class head (`num_labels + 1` outputs, the last is "no object") and its 3-layer box MLP."""
+
+    # Training-only query embeddings of a model trained with query groups or hybrid matching: a plain DETR config
+    # loads such a checkpoint without them (they never reach the predictions).
+    _keys_to_ignore_on_load_unexpected = [r"model\.training_query_position_embeddings\.weight"]
 
     def __init__(self, config: DetrConfig):
         super().__init__(config)
@@ -450,35 +536,112 @@ class DetrForObjectDetection(DetrPreTrainedModel):
             output_attentions, output_hidden_states (`bool`, *optional*): see [`DetrModel.forward`].
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs, all_logits, all_boxes = self.forward_detection(
+            pixel_values, pixel_mask, labels, output_attentions, output_hidden_states
+        )
+        training_predictions = self.predict_training_queries(outputs)
+        loss, loss_dict = hungarian_loss(self.config, all_logits, all_boxes, labels, **training_predictions)
+        output = DetrObjectDetectionOutput(
+            loss=loss, loss_dict=loss_dict, **self.detection_fields(outputs, all_logits, all_boxes),
+            **training_predictions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def forward_detection(
+        self,
+        pixel_values: torch.FloatTensor,
+        pixel_mask: torch.Tensor | None,
+        labels: list[dict] | None,
+        output_attentions: bool | None,
+        output_hidden_states: bool | None,
+        output_backbone_features: bool = False,
+    ) -> tuple[DetrModelOutput, torch.Tensor, torch.Tensor]:
+        """What the detector and the panoptic model both run first: check `labels`, run [`DetrModel`], then the
+        class and box heads. Returns the model's outputs and [`predict`]'s logits `(L, B, Q, C+1)` and boxes
+        `(L, B, Q, 4)`."""
         if labels is not None:
             check_detection_labels(labels, pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else 0)
-        outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
+        outputs = self.model(
+            pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True,
+            output_backbone_features=output_backbone_features,
+        )
         all_logits, all_boxes = self.predict(outputs)
+        return outputs, all_logits, all_boxes
 
-        loss = loss_dict = None
-        if labels is not None:
-            loss, loss_dict = DetrLoss.from_config(self.config).compute(all_logits, all_boxes, labels)
-        output = DetrObjectDetectionOutput(
-            loss=loss,
-            loss_dict=loss_dict,
+    def detection_fields(self, outputs: DetrModelOutput, all_logits: torch.Tensor, all_boxes: torch.Tensor) -> dict:
+        """The output fields after `loss` and `loss_dict` that the detector and the panoptic model share: the final
+        layer's `logits` and `pred_boxes`, `auxiliary_outputs` and the [`DetrModelOutput`] fields passed through."""
+        return dict(
             logits=all_logits[-1],
             pred_boxes=all_boxes[-1],
             auxiliary_outputs=self.auxiliary_outputs(all_logits, all_boxes),
             **passed_through(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
-    def predict(self, outputs: DetrModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, outputs: DetrModelOutput, all_layers: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits `(L, B, Q, C+1)` and boxes `(L, B, Q, 4)` of every decoder layer whose loss is used (all of
-        them with auxiliary losses, else the last one only), from the normalized decoder outputs."""
-        states = outputs.intermediate_hidden_states if self.config.auxiliary_loss else outputs.last_hidden_state[None]
+        them with auxiliary losses, else the last one only; all of them with `all_layers`, e.g. to measure each
+        layer's AP), from the normalized decoder outputs."""
+        every_layer = self.config.auxiliary_loss or all_layers
+        states = outputs.intermediate_hidden_states if every_layer else outputs.last_hidden_state[None]
         return self.class_labels_classifier(states), self.bbox_predictor(states).sigmoid()
+
+    def predict_training_queries(self, outputs: DetrModelOutput) -> dict:
+        """The class and box heads on the training-only queries' outputs (`{}` when there are none, e.g. in
+        evaluation): `group_logits` `(G-1, L, B, Q, C+1)`, `group_pred_boxes` `(G-1, L, B, Q, 4)` with query groups,
+        `hybrid_logits` `(L, B, H, C+1)`, `hybrid_pred_boxes` `(L, B, H, 4)` with the hybrid branch; `L` as in
+        [`predict`]."""
+        states = outputs.training_hidden_states  # (decoder_layers, B, T, D)
+        if states is None:
+            return {}
+        if not self.config.auxiliary_loss:
+            states = states[-1:]
+        logits, boxes = self.class_labels_classifier(states), self.bbox_predictor(states).sigmoid()  # (L, B, T, .)
+        predictions = {}
+        num_groups, num_queries = self.config.num_query_groups - 1, self.config.num_queries
+        if num_groups:
+            grouped = num_groups * num_queries
+
+            def by_group(x):  # (L, B, (G-1)*Q, K) -> (G-1, L, B, Q, K)
+                return x[:, :, :grouped].unflatten(2, (num_groups, num_queries)).permute(2, 0, 1, 3, 4)
+
+            predictions.update(group_logits=by_group(logits), group_pred_boxes=by_group(boxes))
+        if self.config.hybrid_queries:
+            start = num_groups * num_queries
+            predictions.update(hybrid_logits=logits[:, :, start:], hybrid_pred_boxes=boxes[:, :, start:])
+        return predictions
+
+    def to_plain_detr(self) -> "DetrForObjectDetection":
+        """This model as a plain DETR: the config without query groups and hybrid branch, the same weights without the
+        training-only query embeddings (a new model; `self` is left as it is). Its outputs equal `self`'s in
+        evaluation mode; save it to ship the inference model alone."""
+        config = copy.deepcopy(self.config)
+        config.num_query_groups, config.hybrid_queries = 1, 0
+        config.use_pretrained_backbone = False  # the weights come from this model
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("model.training_query_position_")}
+        parameter = next(self.parameters())
+        with torch.random.fork_rng(devices=[]):  # building the new model leaves the global random stream alone
+            plain = type(self)(config)
+        plain.to(device=parameter.device, dtype=parameter.dtype).load_state_dict(state)
+        return plain.train(self.training)
 
     def auxiliary_outputs(self, all_logits: torch.Tensor, all_boxes: torch.Tensor) -> list | None:
         """`[{"logits", "pred_boxes"}]` of every decoder layer but the last, with auxiliary losses (else `None`)."""
         if not self.config.auxiliary_loss:
             return None
-        return [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1])]
+        return [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1], strict=True)]
+
+
+def hungarian_loss(
+    config: DetrConfig, all_logits: torch.Tensor, all_boxes: torch.Tensor, labels: list | None,
+    pred_masks: torch.Tensor | None = None, **training_predictions,
+) -> tuple[torch.Tensor | None, dict | None]:
+    """`(loss, loss_dict)` of [`DetrLoss.compute`] with the loss `config` sets (the mask losses too, given
+    `pred_masks`; the query groups' and the hybrid branch's losses, given the outputs of
+    [`DetrForObjectDetection.predict_training_queries`]); `(None, None)` without `labels`."""
+    if labels is None:
+        return None, None
+    return DetrLoss.from_config(config).compute(all_logits, all_boxes, labels, pred_masks, **training_predictions)
 
 
 def passed_through(outputs: DetrModelOutput) -> dict:

@@ -24,8 +24,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_detr_segmentation import DetrSegmentationConfig, mask_head_channels
-from .loss_detr import DetrLoss, check_detection_labels
-from .modeling_detr import DetrForObjectDetection, DetrPreTrainedModel, passed_through
+from .modeling_detr import DetrForObjectDetection, DetrPreTrainedModel, hungarian_loss
 
 
 @dataclass
@@ -130,7 +129,7 @@ class DetrMaskHeadSmallConv(nn.Module):
         batch_size, num_queries = attention_maps.shape[:2]
         x = torch.cat([features.repeat_interleave(num_queries, dim=0), attention_maps.flatten(0, 1)], dim=1)
         x = self.conv2(self.conv1(x))  # (B*Q, d_model / 2, H, W)
-        for stage, fpn in zip(self.fpn_stages, fpn_features):
+        for stage, fpn in zip(self.fpn_stages, fpn_features, strict=True):
             x = stage(x, fpn, num_queries)
         masks = self.output_conv(x)  # (B*Q, 1, H_4, W_4)
         return masks.view(batch_size, num_queries, *masks.shape[-2:])
@@ -183,8 +182,11 @@ class DetrForSegmentation(DetrPreTrainedModel):
     _no_split_modules = ["DetrConvBackbone", "DetrEncoderLayer", "DetrDecoderLayer", "DetrMaskHeadSmallConv"]
 
     def __init__(self, config: DetrSegmentationConfig):
-        if not isinstance(config, DetrSegmentationConfig):
-            raise TypeError(f"config must be a DetrSegmentationConfig, got {type(config).__name__}")
+        # By model type, not isinstance: loaded as remote code, the config class can come from another copy of this
+        # folder than the model class (transformers loads config.json's code and the model's code separately).
+        if getattr(config, "model_type", None) != DetrSegmentationConfig.model_type:
+            raise TypeError(f"config must be a DetrSegmentationConfig, got {type(config).__name__} with model_type "
+                            f"{getattr(config, 'model_type', None)!r}")
         super().__init__(config)
         self.detr = DetrForObjectDetection(config)
         backbone_channels = self.detr.model.backbone.channels  # strides 4, 8, 16, 32
@@ -258,11 +260,9 @@ class DetrForSegmentation(DetrPreTrainedModel):
             output_attentions, output_hidden_states (`bool`, *optional*): see [`DetrModel.forward`].
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if labels is not None:
-            check_detection_labels(labels, pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else 0)
-        outputs = self.detr.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True,
-                                  output_backbone_features=True)
-        all_logits, all_boxes = self.detr.predict(outputs)  # (L, B, Q, C+1), (L, B, Q, 4)
+        outputs, all_logits, all_boxes = self.detr.forward_detection(
+            pixel_values, pixel_mask, labels, output_attentions, output_hidden_states, output_backbone_features=True
+        )  # all_logits (L, B, Q, C+1), all_boxes (L, B, Q, 4)
 
         projected = outputs.projected_features  # (B, D, H, W)
         memory = outputs.encoder_last_hidden_state.transpose(1, 2).reshape(projected.shape)  # (B, D, H, W)
@@ -270,16 +270,9 @@ class DetrForSegmentation(DetrPreTrainedModel):
         stride16, stride8, stride4 = outputs.backbone_features[2::-1]
         pred_masks = self.mask_head(projected, attention_maps, [stride16, stride8, stride4])  # (B, Q, H/4, W/4)
 
-        loss = loss_dict = None
-        if labels is not None:
-            loss, loss_dict = DetrLoss.from_config(self.config).compute(all_logits, all_boxes, labels, pred_masks)
+        loss, loss_dict = hungarian_loss(self.config, all_logits, all_boxes, labels, pred_masks)
         output = DetrSegmentationOutput(
-            loss=loss,
-            loss_dict=loss_dict,
-            logits=all_logits[-1],
-            pred_boxes=all_boxes[-1],
-            pred_masks=pred_masks,
-            auxiliary_outputs=self.detr.auxiliary_outputs(all_logits, all_boxes),
-            **passed_through(outputs),
+            loss=loss, loss_dict=loss_dict, pred_masks=pred_masks,
+            **self.detr.detection_fields(outputs, all_logits, all_boxes),
         )
         return output if return_dict else output.to_tuple()

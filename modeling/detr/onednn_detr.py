@@ -44,11 +44,15 @@ class _OnednnLinear(torch.autograd.Function):
     """`rows @ (weight * scale[:, None]).T + bias` for 2-D `rows` (`scale` optional: a frozen per-output factor,
     applied here so that only the parameter itself, not a scaled copy, is kept for the backward); with
     `nhwc=(N, H, W)` the result is returned as a channels-last `(N, C_out, H, W)` tensor (rows in `(N, H, W)`
-    order), the layout of a 1x1 convolution's output."""
+    order), the layout of a 1x1 convolution's output. `weight` may be a 1x1 convolution's `(C_out, C_in, 1, 1)`
+    parameter: its gradient then comes back with the parameter's own strides (channels-last ones too), as DDP's
+    gradient buckets expect; for a 1x1 kernel both layouts address the same memory, so this costs nothing."""
 
     @staticmethod
     def forward(ctx, rows, weight, bias, nhwc, scale):
         ctx.save_for_backward(rows if weight.requires_grad else None, weight if rows.requires_grad else None, scale)
+        ctx.weight_geometry = (weight.shape, weight.stride())
+        weight = weight.reshape(weight.shape[0], -1)  # (C_out, C_in), a view
         y = _LINEAR(rows, weight if scale is None else weight * scale[:, None], bias, "none", [], "")
         if nhwc is None:
             return y
@@ -67,12 +71,14 @@ class _OnednnLinear(torch.autograd.Function):
             grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # no copy when channels-last
         grad_rows = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:  # oneDNN again, reading the transposed weight in place
-            matrix = weight if scale is None else weight * scale[:, None]
+            matrix = weight.reshape(weight.shape[0], -1)
+            matrix = matrix if scale is None else matrix * scale[:, None]
             grad_rows = _LINEAR(grad, matrix.t(), None, "none", [], "")
         if ctx.needs_input_grad[1]:
             grad_weight = grad.t() @ rows
             if scale is not None:
                 grad_weight *= scale[:, None]
+            grad_weight = grad_weight.as_strided(*ctx.weight_geometry)
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_rows, grad_weight, grad_bias, None, None
@@ -110,5 +116,4 @@ def pointwise_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     if stride != (1, 1):
         rows = rows[:, :: stride[0], :: stride[1]]
     batch, height, width, channels = rows.shape
-    matrix = weight.reshape(weight.shape[0], channels)
-    return _OnednnLinear.apply(rows.reshape(-1, channels), matrix, bias, (batch, height, width), scale)
+    return _OnednnLinear.apply(rows.reshape(-1, channels), weight, bias, (batch, height, width), scale)

@@ -16,6 +16,7 @@ Settings follow dandelin/ViLT (``vilt_module.py``, ``objectives.py``, ``heads.py
 transformers' ViLT classes (``vilt``, ``mlm_score``, ``classifier``, ``rank_output``) so their checkpoints convert.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_vilt import ViltConfig
-from .modeling_vilt import _ACTIVATIONS, ViltModel, ViltPreTrainedModel
+from .modeling_vilt import _ACTIVATIONS, ViltModel, ViltModelOutput, ViltPreTrainedModel
 from .wpa_vilt import wpa_distance, wpa_loss, wpa_masks
 
 
@@ -135,6 +136,30 @@ def _text_shape(input_ids, inputs_embeds) -> tuple:
     return tuple(text.shape)
 
 
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in fp32: `(B, C)` scores and `(B,)` class indices (moved to the scores' device)."""
+    return F.cross_entropy(logits.float(), labels.to(logits.device))
+
+
+def _classification_output(
+    outputs: ViltModelOutput,
+    logits: torch.Tensor,
+    loss: torch.Tensor | None,
+    loss_name: str,
+    return_dict: bool,
+    regroup: Callable[[tuple | None], tuple | list | None] | None = None,
+) -> ViltClassificationOutput | tuple:
+    """The output of a head on the pooled [CLS]: `loss` (also under `loss_name` in `loss_dict`), `logits`, and
+    `outputs`' pooled output, hidden states and attentions (the last two through `regroup`, when given)."""
+    regroup = regroup if regroup is not None else (lambda states: states)
+    output = ViltClassificationOutput(
+        loss=loss, loss_dict=None if loss is None else {loss_name: loss}, logits=logits,
+        pooler_output=outputs.pooler_output, hidden_states=regroup(outputs.hidden_states),
+        attentions=regroup(outputs.attentions),
+    )
+    return output if return_dict else output.to_tuple()
+
+
 class ViltForPreTraining(ViltPreTrainedModel):
     """ViLT with its pretraining heads: MLM, ITM and WPA (`config.pretraining_objectives` says which run).
 
@@ -229,7 +254,7 @@ class ViltForPreTraining(ViltPreTrainedModel):
         if itm_labels is not None:
             itm_labels = itm_labels.to(sequence.device)
             if "itm" in objectives:
-                loss_dict["itm_loss"] = F.cross_entropy(itm_logits.float(), itm_labels.long())
+                loss_dict["itm_loss"] = _cross_entropy(itm_logits, itm_labels.long())
             if "wpa" in objectives:
                 if attention_mask is None:
                     attention_mask = torch.ones(batch_size, text_length, dtype=torch.bool, device=sequence.device)
@@ -301,16 +326,11 @@ class ViltForQuestionAnswering(ViltPreTrainedModel):
             generator=generator, pooled_output_only=True,
         )
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
-        loss = loss_dict = None
+        loss = None
         if labels is not None:
             labels = labels.to(logits.device)
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()) * labels.shape[1]
-            loss_dict = {"vqa_loss": loss}
-        output = ViltClassificationOutput(
-            loss=loss, loss_dict=loss_dict, logits=logits, pooler_output=outputs.pooler_output,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+        return _classification_output(outputs, logits, loss, "vqa_loss", return_dict)
 
 
 class ViltForImagesAndTextClassification(ViltPreTrainedModel):
@@ -405,21 +425,14 @@ class ViltForImagesAndTextClassification(ViltPreTrainedModel):
         )
         pooled = outputs.pooler_output.view(num_images, batch_size, -1)  # (n, B, D)
         logits = self.classifier(pooled.transpose(0, 1).flatten(1))  # (B, n*D) -> (B, num_labels)
-        loss = loss_dict = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
-            loss_dict = {"nlvr2_loss": loss}
+        loss = None if labels is None else _cross_entropy(logits, labels)
 
         def per_image(states):  # one tuple per image, as transformers returns them
             if states is None:
                 return None
             return [tuple(s.view(num_images, batch_size, *s.shape[1:])[i] for s in states) for i in range(num_images)]
 
-        output = ViltClassificationOutput(
-            loss=loss, loss_dict=loss_dict, logits=logits, pooler_output=outputs.pooler_output,
-            hidden_states=per_image(outputs.hidden_states), attentions=per_image(outputs.attentions),
-        )
-        return output if return_dict else output.to_tuple()
+        return _classification_output(outputs, logits, loss, "nlvr2_loss", return_dict, regroup=per_image)
 
 
 class ViltForImageAndTextRetrieval(ViltPreTrainedModel):
@@ -504,15 +517,8 @@ class ViltForImageAndTextRetrieval(ViltPreTrainedModel):
             generator=generator, texts_per_image=num_texts, pooled_output_only=True,
         )
         logits = self.rank_output(outputs.pooler_output).view(batch_size, num_texts)  # (B, K)
-        loss = loss_dict = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
-            loss_dict = {"irtr_loss": loss}
-        output = ViltClassificationOutput(
-            loss=loss, loss_dict=loss_dict, logits=logits, pooler_output=outputs.pooler_output,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+        loss = None if labels is None else _cross_entropy(logits, labels)
+        return _classification_output(outputs, logits, loss, "irtr_loss", return_dict)
 
 
 __all__ = [

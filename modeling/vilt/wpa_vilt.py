@@ -88,11 +88,10 @@ def wpa_distance(
     Returns:
         `torch.FloatTensor` of shape `(B,)`: `sum(cost * plan)` per pair, differentiable through the cost.
     """
-    with torch.autocast(device_type=text_features.device.type, enabled=False):
-        cost, plan = wpa_transport(
-            text_features, image_features, text_valid, image_valid, beta, iterations, inner_iterations
-        )
-        return (cost * plan).sum(dim=(1, 2))
+    cost, plan = wpa_transport(
+        text_features, image_features, text_valid, image_valid, beta, iterations, inner_iterations
+    )  # fp32, autocast off inside
+    return (cost * plan).sum(dim=(1, 2))
 
 
 def wpa_transport(

@@ -1,17 +1,29 @@
-"""detrvilt on the Hub: registration with transformers' Auto classes, and saving with remote code.
+"""detrvilt on the Hub: registration with transformers' Auto classes and pipelines, and saving with remote code.
 
-`register_auto_classes` (run once by ``import detrvilt``) makes the Auto classes load detrvilt's folders in a process
-that imports detrvilt. `save_for_hub` writes a folder that also loads where detrvilt is *not* installed:
-``config.json`` and the processor files get ``auto_map`` entries naming the classes by ``<module>.<class>``, and the
-``modeling/<model>/`` files those classes need (followed through their same-folder relative imports) are copied next
-to the weights, so that ``AutoModelForObjectDetection.from_pretrained(folder, trust_remote_code=True)``,
-``AutoImageProcessor`` and ``AutoProcessor`` import them from the folder. This is transformers' remote-code mechanism
-(``transformers.dynamic_module_utils``); the classes' own ``register_for_auto_class`` is not used because it marks
-the class for every later save in the process.
+`register_auto_classes` (run once by ``import detrvilt``) does three things:
+
+- registers every config, model and processor with the Auto classes (``AutoConfig.register``, ...), so folders load
+  through the installed classes in a process that imports detrvilt;
+- marks every one of those classes with transformers' ``register_for_auto_class`` (the ``_auto_class`` attribute).
+  transformers' own save code then writes ``auto_map`` and copies the class's file, with every same-folder file it
+  imports, next to the weights (``transformers.dynamic_module_utils.custom_object_save``) on *every* save:
+  ``save_pretrained``, ``push_to_hub``, ``Trainer.save_model`` and Trainer checkpoints, ``Pipeline.save_pretrained``.
+  Such a folder loads with ``trust_remote_code=True`` where detrvilt is not installed. It is a process-wide mark, and
+  that is the point: a user saving the way transformers users do gets a shareable folder. transformers marks classes
+  loaded from remote code the same way (``auto_factory``), so a folder loaded without detrvilt and saved again keeps
+  its code too;
+- registers ViLT's two pipelines (``modeling/vilt/pipeline_vilt.py``) with transformers' ``PIPELINE_REGISTRY``.
+
+`save_for_hub` remains the one-call helper (model + processor, used by the training scripts, conversion and upload):
+on top of what ``save_pretrained`` writes, its ``auto_map`` names every Auto class of the model type (a detection
+folder also loads with ``AutoModel``), it copies the files of all those classes, and for ViLT it saves the pipelines
+(the config's ``custom_pipelines`` and ``pipeline_vilt.py``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
 import json
 import os
 import shutil
@@ -21,6 +33,7 @@ from pathlib import Path
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling.detr import DetrConfig, DetrForObjectDetection, DetrForSegmentation, DetrModel, DetrSegmentationConfig
 from .modeling.detr.image_processing_detr import DetrviltDetrImageProcessor
@@ -33,6 +46,7 @@ from .modeling.vilt import (
     ViltModel,
 )
 from .modeling.vilt.image_processing_vilt import DetrviltViltImageProcessor
+from .modeling.vilt.pipeline_vilt import ViltImageTextMatchingPipeline, ViltVisualQuestionAnsweringPipeline
 from .modeling.vilt.processing_vilt import DetrviltViltProcessor
 
 # The Auto classes (transformers' names) each model type loads through, locally (registration) and remotely (auto_map).
@@ -61,8 +75,45 @@ REMOTE_ONLY_AUTO_CLASSES = {
     ViltForImageAndTextRetrieval: "AutoModelForSequenceClassification",
 }
 
+# The pipelines of the ViLT heads: task -> (pipeline class, Auto classes tried in order to load the model). For
+# image-text matching the retrieval head (AutoModelForSequenceClassification in a saved auto_map) comes first: a
+# retrieval folder's auto_map also names ViltForPreTraining, which would load it with a new, random ITM head.
+PIPELINES = {
+    "visual-question-answering": (ViltVisualQuestionAnsweringPipeline, ("AutoModelForVisualQuestionAnswering",)),
+    "image-text-matching": (ViltImageTextMatchingPipeline, ("AutoModelForSequenceClassification",
+                                                            "AutoModelForPreTraining")),
+}
+# The pipelines saved with each model class (save_for_hub writes them into the config's `custom_pipelines`).
+PIPELINE_TASKS = {
+    ViltForQuestionAnswering: ("visual-question-answering",),
+    ViltForPreTraining: ("image-text-matching",),
+    ViltForImageAndTextRetrieval: ("image-text-matching",),
+}
+# Processors: the Auto class each is marked for.
+PROCESSOR_AUTO_CLASSES = {
+    DetrviltDetrImageProcessor: "AutoImageProcessor",
+    DetrviltViltImageProcessor: "AutoImageProcessor",
+    DetrviltViltProcessor: "AutoProcessor",
+}
+
 _MODELING_PACKAGE = f"{__package__}.modeling."
 _registered = False
+
+
+def save_auto_classes() -> dict[type, str]:
+    """Every detrvilt class -> the Auto class `register_for_auto_class` marks it with: its first entry in
+    `AUTO_MODEL_CLASSES` (so `DetrModel` -> `AutoModel`, `ViltForPreTraining` -> `AutoModelForPreTraining`), else its
+    `REMOTE_ONLY_AUTO_CLASSES` entry; `AutoConfig` for the configs; `PROCESSOR_AUTO_CLASSES` for the processors."""
+    marks = {}
+    for classes in AUTO_MODEL_CLASSES.values():
+        config_class = next(iter(classes.values())).config_class
+        marks.setdefault(config_class, "AutoConfig")
+        for auto_name, model_class in classes.items():
+            marks.setdefault(model_class, auto_name)
+    for model_class, auto_name in REMOTE_ONLY_AUTO_CLASSES.items():
+        marks.setdefault(model_class, auto_name)
+    marks.update(PROCESSOR_AUTO_CLASSES)
+    return marks
 
 
 def register_auto_classes() -> None:
@@ -73,6 +124,9 @@ def register_auto_classes() -> None:
     AutoImageProcessor.
     ViLT (`model_type="detrvilt_vilt"`): AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForMaskedLM,
     AutoModelForVisualQuestionAnswering, AutoImageProcessor, AutoProcessor.
+
+    Every class is also marked with `register_for_auto_class` (see `save_auto_classes`), so that every save writes
+    its remote code, and the `PIPELINES` are registered with transformers' `PIPELINE_REGISTRY`.
     """
     global _registered
     if _registered:
@@ -89,6 +143,11 @@ def register_auto_classes() -> None:
     AutoImageProcessor.register(ViltConfig, slow_image_processor_class=DetrviltViltImageProcessor,
                                 fast_image_processor_class=DetrviltViltImageProcessor, exist_ok=True)
     AutoProcessor.register(ViltConfig, DetrviltViltProcessor, exist_ok=True)
+    for cls, auto_name in save_auto_classes().items():
+        cls.register_for_auto_class(auto_name)
+    for task, (pipeline_class, auto_names) in PIPELINES.items():
+        PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, type="multimodal",
+                                            pt_model=tuple(getattr(transformers, name) for name in auto_names))
     _registered = True
 
 
@@ -135,12 +194,16 @@ def copy_remote_code(classes, output_dir: str | os.PathLike) -> list[str]:
     return sorted(path.name for path in files)
 
 
-def _add_auto_map(json_file: Path, auto_map: dict, nested: str | None = None) -> None:
-    """Add `auto_map` to a saved JSON file (and to its `nested` sub-dictionary)."""
-    data = json.loads(json_file.read_text())
-    for entry in (data, data[nested]) if nested else (data,):
-        entry["auto_map"] = {**entry.get("auto_map", {}), **auto_map}
-    json_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def custom_pipelines(model: PreTrainedModel) -> dict[str, dict]:
+    """The config's ``custom_pipelines`` entry for `model`'s pipelines (see `PIPELINE_TASKS`), in the form
+    transformers' ``Pipeline.save_pretrained`` writes: ``{task: {"impl": "pipeline_vilt.<class>", "pt": [<Auto class
+    names>], "type": "multimodal"}}``; empty for a model without pipelines of its own (DETR uses transformers'
+    ``object-detection`` and ``image-segmentation`` pipelines)."""
+    entries = {}
+    for task in PIPELINE_TASKS.get(type(model), ()):
+        pipeline_class, auto_names = PIPELINES[task]
+        entries[task] = {"impl": _reference(pipeline_class), "pt": list(auto_names), "type": "multimodal"}
+    return entries
 
 
 def save_for_hub(model: PreTrainedModel, processor=None, output_dir: str | os.PathLike = ".",
@@ -150,6 +213,9 @@ def save_for_hub(model: PreTrainedModel, processor=None, output_dir: str | os.Pa
     With ``import detrvilt`` the Auto classes use the installed code; elsewhere
     ``AutoModel*.from_pretrained(output_dir, trust_remote_code=True)``, ``AutoImageProcessor`` and ``AutoProcessor``
     (same flag) import the copied ``configuration_*.py`` / ``modeling_*.py`` / ``image_processing_*.py`` files.
+    Beyond what ``model.save_pretrained`` writes (which also carries the code), ``auto_map`` names every Auto class
+    of the model type, and a ViLT VQA, pretraining or retrieval model carries its pipeline (``custom_pipelines`` and
+    ``pipeline_vilt.py``): ``transformers.pipeline(task, model=output_dir, trust_remote_code=True)``.
 
     Args:
         model: a detrvilt DETR or ViLT model.
@@ -167,39 +233,42 @@ def save_for_hub(model: PreTrainedModel, processor=None, output_dir: str | os.Pa
                         f"{type(processor).__module__}.{type(processor).__name__}")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    auto_map = remote_code_auto_map(model)
-    previous = model.config.__dict__.get("auto_map")
-    model.config.auto_map = auto_map
+    register_auto_classes()
+    # save_pretrained (with the classes marked by register_for_auto_class) adds the saved class's own entries to
+    # config.auto_map and copies its files; the full map and the pipelines are set around it, then taken off again.
+    settings = {"auto_map": remote_code_auto_map(model), "custom_pipelines": custom_pipelines(model)}
+    previous = {key: model.config.__dict__[key] for key in settings if key in model.config.__dict__}
+    for key, value in settings.items():
+        if value:
+            setattr(model.config, key, value)
+        elif key in previous:
+            delattr(model.config, key)
     try:
         model.save_pretrained(output, safe_serialization=safe_serialization)
     finally:
-        if previous is None:
-            del model.config.auto_map
-        else:
-            model.config.auto_map = previous
+        for key in settings:
+            if key in previous:
+                setattr(model.config, key, previous[key])
+            elif key in model.config.__dict__:
+                delattr(model.config, key)
     model_classes = [type(model.config), type(model)]
     model_classes += [cls for cls in AUTO_MODEL_CLASSES[model.config.model_type].values() if cls not in model_classes]
+    model_classes += [PIPELINES[task][0] for task in PIPELINE_TASKS.get(type(model), ())]
     copy_remote_code(model_classes, output)
     if processor is not None:
+        # The processor classes are marked too: save_pretrained writes their auto_map (a ViLT processor's also inside
+        # processor_config.json's image_processor entry, where AutoImageProcessor reads it) and copies their files.
+        # A DETR folder gets no AutoProcessor entry: AutoProcessor falls back to AutoImageProcessor by itself, and an
+        # entry would make transformers ask whether to trust remote code in a process that has detrvilt.
         processor.save_pretrained(output)
-        image_processor = getattr(processor, "image_processor", processor)
-        auto_map = {"AutoImageProcessor": _reference(type(image_processor)),
-                    # AutoProcessor on a folder with an image processor only returns that image processor.
-                    "AutoProcessor": _reference(type(processor))}
-        if processor is image_processor:
-            _add_auto_map(output / "preprocessor_config.json", auto_map)
-        else:
-            # transformers 5 keeps the image processor's settings inside processor_config.json, where
-            # AutoImageProcessor reads them too.
-            _add_auto_map(output / "processor_config.json", auto_map, nested="image_processor")
-        copy_remote_code([type(processor), type(image_processor)], output)
     return sorted(path.name for path in output.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------------- model cards
 
-# The templates live in the repository's hub_cards/ (next to src/); pass `template_dir` when running elsewhere.
-CARD_TEMPLATES = Path(__file__).resolve().parents[2] / "hub_cards"
+# The templates are the repository's hub_cards/, installed as the package data `detrvilt.hub_cards` (setup.cfg), so a
+# wheel carries them too; pass `template_dir` to use others.
+CARD_TEMPLATES = Path(str(importlib.resources.files("detrvilt.hub_cards")))
 # Evaluation keys that go into the model-index, with the names shown on the Hub.
 _DETR_METRICS = {"map": "mAP", "map_50": "mAP@0.5", "map_75": "mAP@0.75", "map_small": "mAP (small)",
                  "map_medium": "mAP (medium)", "map_large": "mAP (large)", "mar_1": "mAR@1", "mar_10": "mAR@10",
@@ -267,7 +336,7 @@ def render_model_card(config, repo_id: str, hyper_parameters: dict | None = None
             when there is one).
         variant, training_text, limitations: free text for the card's sections.
         processor: the saved processor, for the input sizes it states.
-        template_dir: the folder holding `detr.md` / `vilt.md` (default: the repository's `hub_cards/`).
+        template_dir: the folder holding `detr.md` / `vilt.md` (default: the package's `hub_cards/`).
 
     Returns:
         `huggingface_hub.ModelCard` whose `.data` holds the metadata and `str()` the Markdown with its YAML header.
@@ -378,15 +447,85 @@ def stage_for_upload(folder: str | os.PathLike, staging_dir: str | os.PathLike, 
     return sorted(path.name for path in staging.iterdir())
 
 
-def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = True, commit_message: str | None = None,
-                revision: str | None = None, dry_run_dir: str | os.PathLike | None = None, **card_kwargs) -> dict:
-    """Stage a training output folder (see [`stage_for_upload`]) and upload it with `huggingface_hub`.
+# ----------------------------------------------------------------------------------------------------------- Space
 
-    The token comes from `huggingface_hub`'s usual places (the ``HF_TOKEN`` variable or ``hf auth login``); it is
-    never passed, printed or written here. With `dry_run_dir`, the staged files stay there and nothing is sent.
+# The Space's app.py: the app of `detrvilt.space` on the model repository.
+_SPACE_APP = '''"""Try {repo_id} in the browser: the detrvilt Space app (staged by scripts/push_to_hub.py)."""
+
+from detrvilt.space import build_app, load_space_model
+
+app = build_app(load_space_model("{repo_id}"), threshold={threshold})
+
+if __name__ == "__main__":
+    app.launch()
+'''
+DEFAULT_SPACE_REQUIREMENT = "detrvilt[space]"
+
+
+def space_folder_name(dry_run_dir: str | os.PathLike) -> Path:
+    """Where a dry run stages the Space: next to the model's staging folder, ``<dry_run_dir>_space``."""
+    path = Path(dry_run_dir)
+    return path.with_name(path.name + "_space")
+
+
+def stage_space(repo_id: str, space_dir: str | os.PathLike, family: str, threshold: float = 0.7,
+                requirement: str = DEFAULT_SPACE_REQUIREMENT, title: str | None = None) -> list[str]:
+    """Write a Gradio Space folder that shows the model repository `repo_id` with detrvilt's app (`detrvilt.space`).
+
+    Files: ``app.py`` (loads `repo_id` and builds the app), ``requirements.txt`` (`requirement`, the pip line that
+    installs detrvilt with its `space` extra: ``detrvilt[space]`` once it is on an index, else e.g.
+    ``detrvilt[space] @ git+https://github.com/<you>/detrvilt``) and ``README.md`` (the Space's front matter:
+    ``sdk: gradio``, the installed Gradio version, ``app_file: app.py``, ``models: [repo_id]``).
+
+    Args:
+        family (`str`): ``"detr"`` or ``"vilt"`` (for the title and tags).
+        threshold (`float`): DETR's score threshold the app starts with.
 
     Returns:
-        `{"repo_id", "private", "revision", "commit_message", "files", "dry_run", "commit_url"}`.
+        The staged file names, sorted.
+    """
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    if family not in ("detr", "vilt"):
+        raise ValueError(f"family must be 'detr' or 'vilt', got {family!r}")
+    if not isinstance(requirement, str) or not requirement.strip() or "\n" in requirement:
+        raise ValueError(f"requirement must be one pip requirement line, got {requirement!r}")
+    space = Path(space_dir)
+    if space.exists() and any(space.iterdir()):
+        raise ValueError(f"space_dir must be empty or new, got {space} with files in it")
+    space.mkdir(parents=True, exist_ok=True)
+    try:
+        gradio_version = importlib.metadata.version("gradio")
+    except importlib.metadata.PackageNotFoundError:  # the Space then gets the Hub's default Gradio
+        gradio_version = None
+    title = title or f"{repo_id.split('/')[-1]} ({family.upper()})"
+    data = SpaceCardData(title=title[:60], sdk="gradio", sdk_version=gradio_version, app_file="app.py",
+                         models=[repo_id], tags=["detrvilt", family], emoji="🔎" if family == "detr" else "💬",
+                         colorFrom="indigo", colorTo="gray", pinned=False, license="apache-2.0")
+    body = (f"# {title}\n\nThe detrvilt app for [{repo_id}](https://huggingface.co/{repo_id}): "
+            + ("upload an image to see the detected boxes and, for a chosen box, where its object query looked."
+               if family == "detr" else "upload an image and ask a question: the top answers and the word-patch "
+               "alignment of its words.") + "\n")
+    SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(space / "README.md")
+    (space / "app.py").write_text(_SPACE_APP.format(repo_id=repo_id, threshold=float(threshold)))
+    (space / "requirements.txt").write_text(requirement.strip() + "\n")
+    return sorted(path.name for path in space.iterdir())
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = True, commit_message: str | None = None,
+                revision: str | None = None, dry_run_dir: str | os.PathLike | None = None, space_id: str | None = None,
+                space_requirement: str = DEFAULT_SPACE_REQUIREMENT, space_threshold: float = 0.7,
+                **card_kwargs) -> dict:
+    """Stage a training output folder (see [`stage_for_upload`]) and upload it with `huggingface_hub`; with
+    `space_id`, also a Gradio Space that shows it (see [`stage_space`]).
+
+    The token comes from `huggingface_hub`'s usual places (the ``HF_TOKEN`` variable or ``hf auth login``); it is
+    never passed, printed or written here. With `dry_run_dir`, the staged files stay there (the Space's in
+    ``<dry_run_dir>_space``) and nothing is sent.
+
+    Returns:
+        `{"repo_id", "private", "revision", "commit_message", "files", "dry_run", "commit_url"}`, plus `"space"`:
+        `{"repo_id", "files", "dir" (dry run), "commit_url"}` when `space_id` is given.
     """
     import tempfile
 
@@ -395,11 +534,24 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = True, c
     commit_message = commit_message or f"Upload {repo_id.split('/')[-1]} (detrvilt)"
     plan = {"repo_id": repo_id, "private": private, "revision": revision, "commit_message": commit_message,
             "dry_run": dry_run_dir is not None, "commit_url": None}
+    if space_id is not None and space_id.count("/") != 1:
+        raise ValueError(f"space_id must be 'owner/name', got {space_id!r}")
+
+    def stage_both(model_dir, space_dir):
+        plan["files"] = stage_for_upload(folder, model_dir, repo_id, **card_kwargs)
+        if space_id is not None:
+            config = json.loads((Path(model_dir) / "config.json").read_text())
+            family = "detr" if config.get("model_type", "").startswith(DetrConfig.model_type) else "vilt"
+            plan["space"] = {"repo_id": space_id, "commit_url": None,
+                             "files": stage_space(repo_id, space_dir, family, space_threshold, space_requirement)}
+
     if dry_run_dir is not None:
-        plan["files"] = stage_for_upload(folder, dry_run_dir, repo_id, **card_kwargs)
+        stage_both(dry_run_dir, space_folder_name(dry_run_dir))
+        if space_id is not None:
+            plan["space"]["dir"] = str(space_folder_name(dry_run_dir))
         return plan
-    with tempfile.TemporaryDirectory() as staging:
-        plan["files"] = stage_for_upload(folder, staging, repo_id, **card_kwargs)
+    with tempfile.TemporaryDirectory() as staging, tempfile.TemporaryDirectory() as space_staging:
+        stage_both(staging, space_staging)
         api = HfApi()
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None:
@@ -407,13 +559,24 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = True, c
         commit = api.upload_folder(folder_path=staging, repo_id=repo_id, commit_message=commit_message,
                                    revision=revision)
         plan["commit_url"] = str(getattr(commit, "commit_url", commit))
+        if space_id is not None:
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            commit = api.upload_folder(folder_path=space_staging, repo_id=space_id, repo_type="space",
+                                       commit_message=f"App for {repo_id} (detrvilt)")
+            plan["space"]["commit_url"] = str(getattr(commit, "commit_url", commit))
     return plan
 
 
 __all__ = [
     "AUTO_MODEL_CLASSES",
+    "PIPELINES",
+    "PIPELINE_TASKS",
+    "custom_pipelines",
+    "save_auto_classes",
     "load_for_hub",
     "push_to_hub",
+    "space_folder_name",
+    "stage_space",
     "stage_for_upload",
     "copy_remote_code",
     "register_auto_classes",

@@ -12,9 +12,11 @@ from ..modeling.detr import DetrConfig
 from ..modeling.detr.image_processing_detr import DetrviltDetrImageProcessor
 from ..modeling.vilt.image_processing_vilt import DetrviltViltImageProcessor
 from ..modeling.vilt.processing_vilt import DetrviltViltProcessor
-from .detr import convert_transformers_detr
-from .official import convert_official_detr, convert_official_vilt, load_official_checkpoint
-from .vilt import convert_transformers_vilt
+from .detr.from_official import convert_official_detr
+from .detr.from_transformers import convert_transformers_detr
+from .official import load_official_checkpoint
+from .vilt.from_official import convert_official_vilt
+from .vilt.from_transformers import convert_transformers_vilt
 
 SOURCES = ("auto", "transformers", "official_detr", "official_vilt")
 
@@ -45,7 +47,7 @@ def _tokenizer(folder: Path | None):
     """The folder's BERT tokenizer if it has one, else bert-base-uncased's offline vocabulary."""
     if folder is not None and folder.is_dir() and any((folder / n).is_file() for n in ("tokenizer.json", "vocab.txt")):
         return transformers.BertTokenizerFast.from_pretrained(folder, model_max_length=40)
-    from ..data.vilt_tokenizer import default_vilt_tokenizer
+    from ..data.vilt.tokenizer import default_vilt_tokenizer
 
     return default_vilt_tokenizer()
 

@@ -45,7 +45,7 @@ class OnnxWrapper(torch.nn.Module):
         self.input_names, self.output_names = _signature(model)
 
     def forward(self, *inputs: torch.Tensor):
-        outputs = self.model(**dict(zip(self.input_names, inputs)))
+        outputs = self.model(**dict(zip(self.input_names, inputs, strict=True)))
         return tuple(getattr(outputs, name) for name in self.output_names)
 
 
@@ -123,7 +123,7 @@ def onnx_max_difference(model, path: str | os.PathLike, inputs: dict) -> dict:
     with torch.no_grad():
         torch_outputs = OnnxWrapper(model.eval())(*inputs.values())
     return {name: float(np.abs(ours - theirs.numpy()).max())
-            for name, ours, theirs in zip(output_names, onnx_outputs, torch_outputs)}
+            for name, ours, theirs in zip(output_names, onnx_outputs, torch_outputs, strict=True)}
 
 
 __all__ = ["OnnxWrapper", "SIGNATURES", "example_inputs", "export_onnx", "onnx_max_difference"]

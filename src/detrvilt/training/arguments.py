@@ -1,162 +1,81 @@
-"""The dataclasses the training scripts parse with `HfArgumentParser` (every field has its `--help` text)."""
+"""The arguments DETR's and ViLT's scripts share (`HfArgumentParser` dataclasses, `--help` texts).
+
+Each model's `AccelerateArguments` (`detr/arguments.py`, `vilt/arguments.py`) subclasses [`LoopArguments`] and adds
+its optimizer settings (a field redeclared there only changes its default and help text); each model's
+`TrainingArguments` subclasses [`BaseTrainingArguments`]. [`StreamingArguments`] are the Accelerate scripts'
+`--streaming` options (a training set read as a stream of shards).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
-from .data import DATA_SOURCES
-from .optimization import PAPER_BACKBONE_LEARNING_RATE, PAPER_LEARNING_RATE, PAPER_MAX_GRAD_NORM, PAPER_WEIGHT_DECAY
+from ..data.streaming import KEY_COLUMN, SPLIT_STRATEGIES
+from .checkpoints import LATEST, TRAINER_STATE_FILE, resolve_resume
+from .loop import LoopConfig
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
-@dataclass
-class DetrModelArguments:
-    """Which DETR to train: a saved model, or a new one from these architecture settings."""
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator (CUDA, MPS, XPU, ...); without one, training runs on the CPU."""
+    return torch.accelerator.is_available()
 
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "A local folder with a saved detrvilt DETR to start from (config + weights). Without it a new model "
-                "is built from the settings below."})
-    backbone: str = field(default="resnet50", metadata={"help": "timm CNN backbone name (any with features_only)."})
-    use_pretrained_backbone: bool = field(default=False, metadata={
-        "help": "Load timm's ImageNet weights for the backbone (must be in the local timm cache: nothing is "
-                "downloaded here)."})
-    dilation: bool = field(default=False, metadata={
-        "help": "DC5: dilate the last backbone stage (stride 16 instead of 32), for small images or small objects."})
-    freeze_backbone_stem: bool = field(default=True, metadata={
-        "help": "Freeze the backbone's stem and first stage (the paper, with a pretrained backbone)."})
-    freeze_batch_norm: bool = field(default=True, metadata={
-        "help": "Frozen batch norm in the backbone (the paper); use False when training the backbone from scratch."})
-    d_model: int = field(default=256, metadata={"help": "Width of the transformer."})
-    encoder_layers: int = field(default=6, metadata={"help": "Number of encoder layers."})
-    decoder_layers: int = field(default=6, metadata={"help": "Number of decoder layers."})
-    attention_heads: int = field(default=8, metadata={"help": "Attention heads in the encoder and the decoder."})
-    ffn_dim: int = field(default=2048, metadata={"help": "Hidden size of the feed-forward blocks."})
-    num_queries: int = field(default=100, metadata={"help": "Number of object queries (most objects per image)."})
-    dropout: float = field(default=0.1, metadata={
-        "help": "Dropout on residual branches, attention weights and inside the FFN (the paper: 0.1)."})
-    auxiliary_loss: bool = field(default=True, metadata={"help": "Hungarian loss on every decoder layer."})
-    eos_coefficient: float = field(default=0.1, metadata={"help": "Weight of the 'no object' class in the loss."})
+
+@dataclass
+class BaseTrainingArguments(TrainingArguments):
+    """`TrainingArguments` as DETR's and ViLT's Trainer scripts use them, with two changes:
+
+    - where no accelerator exists, train on the CPU, as the Accelerate scripts do ([`make_accelerator`]): `--bf16`
+      then runs as CPU autocast instead of failing TrainingArguments' check ("Your setup doesn't support bf16/gpu");
+      `--fp16` runs in fp32 (no fp16 autocast on the CPU);
+    - `--resume_from_checkpoint latest` names the newest complete Trainer checkpoint of `--output_dir` (one with
+      `trainer_state.json`, which Trainer writes last), or a fresh start when there is none.
+    """
 
     def __post_init__(self):
-        for name in ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim", "num_queries"):
-            value = getattr(self, name)
-            if value < (0 if name == "encoder_layers" else 1):
-                raise ValueError(f"--{name} must be positive, got {value!r}")
+        if not accelerator_available():
+            self.use_cpu = True
+        if self.resume_from_checkpoint == LATEST:
+            self.resume_from_checkpoint = resolve_resume(LATEST, self.output_dir, TRAINER_STATE_FILE)
+        super().__post_init__()
 
 
 @dataclass
-class DetrDataArguments:
-    """Where the images come from and how they are prepared."""
-
-    dataset: str = field(default="synthetic", metadata={
-        "help": f"Data source, one of {DATA_SOURCES}: the built-in synthetic shapes set, a COCO folder "
-                "(--train_images_dir/--train_annotation_file, optional --eval_*), or a DatasetDict saved with "
-                "save_to_disk (--dataset_path)."})
-    dataset_path: str | None = field(default=None, metadata={"help": "For --dataset disk: the save_to_disk folder."})
-    train_split: str = field(default="train", metadata={"help": "For --dataset disk: the training split."})
-    eval_split: str = field(default="validation", metadata={
-        "help": "For --dataset disk: the evaluation split ('' for none)."})
-    train_images_dir: str | None = field(default=None, metadata={"help": "For --dataset coco: training images."})
-    train_annotation_file: str | None = field(default=None, metadata={
-        "help": "For --dataset coco: the training instances_*.json."})
-    eval_images_dir: str | None = field(default=None, metadata={"help": "For --dataset coco: evaluation images."})
-    eval_annotation_file: str | None = field(default=None, metadata={
-        "help": "For --dataset coco: the evaluation instances_*.json."})
-    synthetic_train_size: int = field(default=2000, metadata={"help": "Synthetic set: training images (seed 0)."})
-    synthetic_eval_size: int = field(default=200, metadata={"help": "Synthetic set: held-out images (seed 1)."})
-    synthetic_image_size: int = field(default=128, metadata={"help": "Synthetic set: side of the square images."})
-    synthetic_shapes: str = field(default="circle,square,triangle", metadata={
-        "help": "Synthetic set: the classes, comma-separated names from circle, square, triangle, cross."})
-    synthetic_min_objects: int = field(default=0, metadata={"help": "Synthetic set: fewest objects per image."})
-    synthetic_max_objects: int = field(default=5, metadata={"help": "Synthetic set: most objects per image."})
-    synthetic_min_object_size: float = field(default=0.12, metadata={
-        "help": "Synthetic set: smallest object side, as a fraction of the image side."})
-    synthetic_max_object_size: float = field(default=0.5, metadata={
-        "help": "Synthetic set: largest object side, as a fraction of the image side."})
-    shortest_edge: int | None = field(default=None, metadata={
-        "help": "Resize images to this shortest side for the model (default: 800 for real data, the synthetic "
-                "image size for the synthetic set)."})
-    longest_edge: int | None = field(default=None, metadata={
-        "help": "Limit of the longest side after resizing (default: 1333 scaled like --shortest_edge)."})
-    augment: bool = field(default=True, metadata={
-        "help": "The paper's training augmentation (flip, multi-scale resize, random crop), scaled to "
-                "--shortest_edge. With --in_memory only the flip is applied."})
-    in_memory: bool = field(default=False, metadata={
-        "help": "Preprocess every image once and keep the tensors in memory (fast for small sets such as the "
-                "synthetic one; fixed size, flip-only augmentation)."})
-
-    def __post_init__(self):
-        if self.dataset not in DATA_SOURCES:
-            raise ValueError(f"--dataset must be one of {DATA_SOURCES}, got {self.dataset!r}")
-        if self.shortest_edge is not None and self.shortest_edge < 16:
-            raise ValueError(f"--shortest_edge must be >= 16, got {self.shortest_edge!r}")
-        if self.synthetic_train_size < 1:
-            raise ValueError(f"--synthetic_train_size must be positive, got {self.synthetic_train_size!r}")
-
-
-@dataclass
-class DetrTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the paper's optimization as defaults, plus the backbone learning rate and step decay."""
-
-    learning_rate: float = field(default=PAPER_LEARNING_RATE, metadata={
-        "help": "AdamW learning rate of the transformer and heads (the paper: 1e-4)."})
-    weight_decay: float = field(default=PAPER_WEIGHT_DECAY, metadata={"help": "AdamW weight decay (the paper: 1e-4)."})
-    max_grad_norm: float = field(default=PAPER_MAX_GRAD_NORM, metadata={
-        "help": "Gradient clipping norm (the paper: 0.1)."})
-    remove_unused_columns: bool = field(default=False, metadata={
-        "help": "Must stay False for DETR: the model's inputs are made by the dataset's transform."})
-    eval_do_concat_batches: bool = field(default=False, metadata={
-        "help": "Must stay False for DETR: images have different numbers of objects."})
-    backbone_learning_rate: float = field(default=PAPER_BACKBONE_LEARNING_RATE, metadata={
-        "help": "AdamW learning rate of the CNN backbone (the paper: 1e-5)."})
-    lr_drop_step: int | None = field(default=None, metadata={
-        "help": "Multiply the learning rate by --lr_drop_gamma after this many optimizer steps (the paper's step "
-                "decay: after 200 of 300 epochs). Without it --lr_scheduler_type decides."})
-    lr_drop_gamma: float = field(default=0.1, metadata={"help": "Factor of the step decay."})
-    use_model_loss: bool = field(default=True, metadata={
-        "help": "Take the loss from the model (labels=...); False computes it with "
-                "Trainer(compute_loss_func=DetrLoss) instead (the same number)."})
-
-
-@dataclass
-class DetrAccelerateArguments:
-    """Optimization, precision, checkpoints and evaluation of the Accelerate loop."""
+class LoopArguments:
+    """Steps, batches, precision, checkpoints and logging of the Accelerate loop ([`train_loop`])."""
 
     output_dir: str = field(metadata={
-        "help": "Where the trained model (config.json, model.safetensors, preprocessor_config.json), checkpoints, "
-                "the loss log and the evaluation results are written."})
+        "help": "Where the trained model (config.json, model.safetensors, processor files), checkpoints, the loss "
+                "log and the evaluation results are written."})
     max_steps: int = field(default=1000, metadata={"help": "Number of optimizer steps."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Training images per process and batch."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation images per process and batch."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Training examples per process and batch."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation examples per process and batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    learning_rate: float = field(default=PAPER_LEARNING_RATE, metadata={
-        "help": "AdamW learning rate of the transformer and heads (the paper: 1e-4)."})
-    backbone_learning_rate: float = field(default=PAPER_BACKBONE_LEARNING_RATE, metadata={
-        "help": "AdamW learning rate of the CNN backbone (the paper: 1e-5)."})
-    weight_decay: float = field(default=PAPER_WEIGHT_DECAY, metadata={"help": "AdamW weight decay (the paper: 1e-4)."})
-    max_grad_norm: float = field(default=PAPER_MAX_GRAD_NORM, metadata={
-        "help": "Gradient clipping norm (the paper: 0.1); 0 turns clipping off."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear learning-rate warmup steps."})
-    lr_drop_step: int | None = field(default=None, metadata={
-        "help": "Multiply the learning rate by --lr_drop_gamma after this many steps (the paper's step decay)."})
-    lr_drop_gamma: float = field(default=0.1, metadata={"help": "Factor of the step decay."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 turns clipping off."})
     mixed_precision: str = field(default="no", metadata={
-        "help": f"One of {MIXED_PRECISION}; `accelerate launch --mixed_precision` sets it too. Matching and the "
-                "box losses always run in fp32."})
+        "help": f"One of {MIXED_PRECISION}; `accelerate launch --mixed_precision` sets it too."})
     seed: int = field(default=0, metadata={"help": "Seed of the model initialisation, the shuffling and dropout."})
     logging_steps: int = field(default=10, metadata={"help": "Log the losses every this many steps."})
     checkpointing_steps: int | None = field(default=None, metadata={
         "help": "Save a resumable checkpoint (model, optimizer, scheduler, RNG) every this many steps."})
     resume_from_checkpoint: str | None = field(default=None, metadata={
-        "help": "A checkpoint-<step> folder to resume from; the run continues exactly where it stopped."})
-    eval_threshold: float = field(default=0.0, metadata={
-        "help": "Score threshold of the detections passed to COCO mAP (0 keeps every query, as COCO wants)."})
+        "help": "A checkpoint-<step> folder to resume from, or 'latest': the newest complete checkpoint in "
+                "--output_dir (a fresh start when there is none, so one command serves the first run and every "
+                "requeued one). The run continues exactly where it stopped."})
+    save_total_limit: int | None = field(default=None, metadata={
+        "help": "Keep at most this many checkpoints in --output_dir (the oldest are removed, never the newest)."})
     max_train_minutes: float | None = field(default=None, metadata={
         "help": "A time budget: stop training after the step during which this many minutes have passed."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    report_to: str = field(default="auto", metadata={
+        "help": "Experiment trackers (accelerate's): 'auto' (TensorBoard when it is installed, into "
+                "<output_dir>/runs), 'none', 'all', or comma-separated names (tensorboard, wandb, trackio, mlflow, "
+                "...). Every loss term, the learning rate, train_samples_per_second and the evaluation metrics are "
+                "logged under transformers.Trainer's names."})
     cpu: bool = field(default=False, metadata={
         "help": "Run on the CPU even where a GPU is present. Without a GPU the CPU is used anyway, and several "
                 "processes (`torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N`) "
@@ -170,6 +89,54 @@ class DetrAccelerateArguments:
                      "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0 or self.backbone_learning_rate < 0:
-            raise ValueError(f"--learning_rate must be > 0 and --backbone_learning_rate >= 0, got "
-                             f"{self.learning_rate!r} and {self.backbone_learning_rate!r}")
+
+    def loop_config(self) -> LoopConfig:
+        """The [`LoopConfig`] of these arguments."""
+        return LoopConfig(max_steps=self.max_steps, gradient_accumulation_steps=self.gradient_accumulation_steps,
+                          max_grad_norm=self.max_grad_norm or None, logging_steps=self.logging_steps,
+                          checkpointing_steps=self.checkpointing_steps, output_dir=self.output_dir,
+                          resume_from_checkpoint=self.resume_from_checkpoint,
+                          save_total_limit=self.save_total_limit, progress_bar=self.progress_bar,
+                          max_seconds=None if self.max_train_minutes is None else 60 * self.max_train_minutes)
+
+
+@dataclass
+class StreamingArguments:
+    """A training set read as a stream of shards, split across processes (`detrvilt.data.streaming`).
+
+    A mixin for a model's `AccelerateArguments`: list it first, `class XAccelerateArguments(StreamingArguments,
+    LoopArguments)`, so that its fields (all with defaults) come after `LoopArguments`' required `output_dir`; its
+    `__post_init__` calls the next base's.
+    """
+
+    streaming: bool = field(default=False, metadata={
+        "help": "Read the training set from --stream_source as a stream (shard by shard, never all on one disk) "
+                "instead of the map-style --dataset. Checkpoints hold every process's stream position."})
+    stream_source: str | None = field(default=None, metadata={
+        "help": "A folder of Parquet or WebDataset shards (detrvilt.data.streaming.write_parquet_shards writes "
+                "them from any source), or a Hub dataset id."})
+    stream_split: str = field(default="train", metadata={"help": "The split of --stream_source to train on."})
+    shuffle_buffer_size: int = field(default=1000, metadata={
+        "help": "Shuffle the stream in blocks of this many consecutive rows (per process and DataLoader worker; "
+                "each block's order drawn from the seed, the epoch and the rows' keys); 0 keeps the rows in file "
+                "order. The shard order changes every epoch either way. A resume continues exactly where the run "
+                "stopped, in both cases."})
+    stream_split_strategy: str = field(default="auto", metadata={
+        "help": f"How processes share the stream, one of {SPLIT_STRATEGIES}: 'shards' (whole shards each: needs "
+                "at least as many shards as processes), 'examples' (each reads all and keeps one in N), 'auto' "
+                "(shards when their number is a multiple of the number of processes)."})
+    stream_key_column: str = field(default=KEY_COLUMN, metadata={
+        "help": "The column of unique integer keys that seeds each example's random draws (write_parquet_shards "
+                "adds example_index; image_id works where unique)."})
+
+    def __post_init__(self):
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if self.streaming and not self.stream_source:
+            raise ValueError("--streaming needs --stream_source (a folder of shards or a Hub dataset id)")
+        if self.shuffle_buffer_size < 0:
+            raise ValueError(f"--shuffle_buffer_size must be >= 0, got {self.shuffle_buffer_size!r}")
+        if self.stream_split_strategy not in SPLIT_STRATEGIES:
+            raise ValueError(f"--stream_split_strategy must be one of {SPLIT_STRATEGIES}, got "
+                             f"{self.stream_split_strategy!r}")

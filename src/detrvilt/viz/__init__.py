@@ -3,11 +3,11 @@ distributions, ViLT's word-patch alignment. Every function writes a PNG where as
 figure (headless, no pyplot state). Maps come from the models' own `output_attentions` and WPA transport plan."""
 
 from .common import save_figure
-from .detr import (
+from .detr.demo import detr_demo_pictures
+from .detr.pictures import (
     DetrInference,
     decoder_attention_grid,
     detect,
-    detr_demo_pictures,
     draw_decoder_attention,
     draw_detections,
     draw_encoder_attention,
@@ -16,9 +16,14 @@ from .detr import (
     predict,
     run_detr,
 )
+from .detr.query_boxes import draw_query_box_distribution, plot_query_boxes, query_box_predictions
 from .loading import load_model_and_processor
-from .query_boxes import draw_query_box_distribution, plot_query_boxes, query_box_predictions
-from .vilt import WordPatchAlignment, draw_word_patch_alignment, plot_word_patch_alignment, word_patch_alignment
+from .vilt.alignment import (
+    WordPatchAlignment,
+    draw_word_patch_alignment,
+    plot_word_patch_alignment,
+    word_patch_alignment,
+)
 
 __all__ = [
     "DetrInference",

@@ -60,11 +60,17 @@ def _check_kinds(kinds: list[str], family: str) -> list[str]:
 
 def make_pictures(args: VisualizeArguments) -> list[str]:
     """Load `args.model_dir`, draw the chosen kinds of pictures for `args.images`; returns the written paths."""
-    from .detr import default_reference_points, detect, draw_decoder_attention, draw_encoder_attention
-    from .detr import draw_predictions, run_detr
+    from .detr.pictures import (
+        default_reference_points,
+        detect,
+        draw_decoder_attention,
+        draw_encoder_attention,
+        draw_predictions,
+        run_detr,
+    )
+    from .detr.query_boxes import draw_query_box_distribution
     from .loading import load_model_and_processor
-    from .query_boxes import draw_query_box_distribution
-    from .vilt import draw_word_patch_alignment
+    from .vilt.alignment import draw_word_patch_alignment
 
     missing = [path for path in args.images if not os.path.isfile(path)]
     if not args.images or missing:
@@ -85,14 +91,14 @@ def make_pictures(args: VisualizeArguments) -> list[str]:
         return written[-1]
 
     if family == "vilt":
-        for path, stem, caption in zip(args.images, stems, captions):
+        for path, stem, caption in zip(args.images, stems, captions, strict=True):
             draw_word_patch_alignment(model, processor, path, caption, out(f"{stem}_word_patch_alignment.png"),
                                       args.layer, args.head, dpi=args.dpi)
         return written
 
     if "predictions" in kinds:
         draw_predictions(model, processor, args.images, out("predictions.png"), args.threshold, dpi=args.dpi)
-    for path, stem in zip(args.images, stems):
+    for path, stem in zip(args.images, stems, strict=True):
         if "encoder_attention" in kinds or "decoder_attention" in kinds:
             inference = run_detr(model, processor, [path])
         if "encoder_attention" in kinds:

@@ -44,7 +44,7 @@ def load_model_and_processor(model_dir: str, device: str = "cpu"):
     except (OSError, ValueError, TypeError):
         processor = None
     if not hasattr(processor, "tokenizer"):  # no tokenizer saved: the image processor alone came back, or nothing
-        from ..data.vilt_tokenizer import default_vilt_processor
+        from ..data.vilt.tokenizer import default_vilt_processor
 
         image_processor = AutoImageProcessor.from_pretrained(model_dir)
         processor = default_vilt_processor()
