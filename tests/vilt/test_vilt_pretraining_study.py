@@ -151,7 +151,7 @@ def test_study_tables_give_mean_and_range_and_flag_overlaps(tmp_path):
         runs[f"pretrain/full/seed{seed}"] = {"itm_accuracy_matched": 0.9, "pointing_accuracy": 0.5,
                                              "train_seconds": 10.0}
     tables = study_tables({"runs": runs}, args)
-    assert "| 32 | 300 | 65.0 (60.0-70.0) | 45.0 (40.0-50.0) | +20.0 | no |" in tables
+    assert f"| 32 | {args.finetune_steps} | 65.0 (60.0-70.0) | 45.0 (40.0-50.0) | +20.0 | no |" in tables
     assert "| without WPA | - |" in tables  # rows not run yet show as '-'
     assert mean_and_range([0.5]) == "50.0" and mean_and_range([]) == "-"
     runs["vqa/scratch/n32/seed1"]["vqa_score"] = 0.61
