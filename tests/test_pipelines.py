@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from clean_process import run_without_detrvilt
-from conftest import tiny_detr_config
+from conftest import detection_labels, padded_pair, tiny_detr_config
 from PIL import Image
 from transformers import pipeline
 from vilt_testing import randomize_, tiny_vilt_config
@@ -81,10 +81,10 @@ def folders(tmp_path_factory):
         save_for_hub(model, processor, root / name)
     torch.manual_seed(0)
     detr_processor = detrvilt.DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
-    # auxiliary_loss=False: see test_batched_detr_pipelines_with_auxiliary_outputs
-    models["detr"] = detrvilt.DetrForObjectDetection(tiny_detr_config(auxiliary_loss=False)).eval()
+    # With auxiliary losses (the default): in evaluation without labels the models leave the per-layer outputs out.
+    models["detr"] = detrvilt.DetrForObjectDetection(tiny_detr_config(auxiliary_loss=True)).eval()
     models["panoptic"] = detrvilt.DetrForSegmentation(detrvilt.DetrSegmentationConfig(
-        backbone="resnet18", num_labels=5, auxiliary_loss=False, **SEGMENTATION_TINY)).eval()
+        backbone="resnet18", num_labels=5, auxiliary_loss=True, **SEGMENTATION_TINY)).eval()
     with torch.no_grad():  # real classes rather than "no object", so that segments come out of random weights
         models["panoptic"].detr.class_labels_classifier.bias[-1] = -4.0
     save_for_hub(models["detr"], detr_processor, root / "detr")
@@ -237,17 +237,29 @@ def test_image_segmentation_pipeline_runs_panoptic_detr(folders):
         assert all((np.array(g["mask"]) == np.array(e["mask"])).all() for g, e in zip(got, expected, strict=True))
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
-    "modeling_detr.py returns auxiliary_outputs (a list per decoder layer) without labels when auxiliary_loss=True; "
-    "transformers' pipelines split every list of a batched output by image and fail. transformers' DETR returns them "
-    "with labels only."))
-def test_batched_detr_pipelines_with_auxiliary_outputs(folders, tmp_path):
-    _, _, _, detr_processor, images = folders
+def test_batched_detr_pipelines_with_auxiliary_outputs(folders):
+    """A pipeline splits every list of a batched output by image: a list per decoder layer (`auxiliary_outputs`)
+    broke it. The model returns them only with labels, in training or when asked (transformers' DETR: with labels)."""
+    root, models, _, _, images = folders
+    assert models["detr"].config.auxiliary_loss
     model = detrvilt.DetrForObjectDetection(tiny_detr_config(auxiliary_loss=True)).eval()
-    save_for_hub(model, detr_processor, tmp_path)
-    crops = [images[0].crop((0, 0, 64, 48))] * 3
-    detector = pipeline("object-detection", model=str(tmp_path), trust_remote_code=False)
-    assert detector(crops, threshold=0.0, batch_size=3) == [detector(crop, threshold=0.0) for crop in crops]
+    pixel_values, pixel_mask = padded_pair()
+    with torch.no_grad():
+        assert model(pixel_values, pixel_mask).auxiliary_outputs is None
+        assert len(model(pixel_values, pixel_mask, output_auxiliary_outputs=True).auxiliary_outputs) == 2
+        with_labels = model(pixel_values, pixel_mask, labels=detection_labels())
+        assert len(with_labels.auxiliary_outputs) == 2 and "loss_ce_1" in with_labels.loss_dict
+        # Training: Trainer's compute_loss_func=DetrLoss calls the model without labels and needs them.
+        model.train()
+        assert len(model(pixel_values, pixel_mask).auxiliary_outputs) == 2
+        assert model(pixel_values, pixel_mask, output_auxiliary_outputs=False).auxiliary_outputs is None
+    detector = pipeline("object-detection", model=str(root / "detr"), trust_remote_code=False)
+    crops = [images[0].crop((0, 0, 64, 48)), images[1].crop((0, 0, 64, 48)), images[2].crop((0, 0, 64, 48))]
+    batched = detector(crops, threshold=0.0, batch_size=3)
+    for got, expected in zip(batched, [detector(crop, threshold=0.0) for crop in crops], strict=True):
+        assert len(got) == models["detr"].config.num_queries
+        assert [d["label"] for d in got] == [d["label"] for d in expected]
+        np.testing.assert_allclose([d["score"] for d in got], [d["score"] for d in expected], atol=1e-5)
 
 
 def _panoptic_outputs(mask_logits, class_logits):

@@ -15,6 +15,9 @@ Training-only queries (Group DETR's extra query groups and H-DETR's one-to-many 
 next to the model's own queries in training mode only, in one decoder pass whose self-attention is masked block by
 block ([`query_group_ids`]); their outputs go to the loss and never to the predictions, so the inference model is a
 plain DETR ([`DetrForObjectDetection.to_plain_detr`]).
+
+Gradient (activation) checkpointing: `model.gradient_checkpointing_enable()` (transformers' API) recomputes every
+encoder and decoder layer in the backward instead of keeping its activations ([`checkpointed_call`]).
 """
 
 import copy
@@ -94,8 +97,8 @@ class DetrObjectDetectionOutput(ModelOutput):
             Class logits of the final layer; the last class is "no object".
         pred_boxes (`torch.FloatTensor` of shape `(batch_size, num_queries, 4)`):
             Boxes as (cx, cy, w, h) in [0, 1], relative to each image's **unpadded** size.
-        auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`): `{"logits", "pred_boxes"}` of every decoder
-            layer but the last.
+        auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`, with `labels` or in training mode, see
+            [`auxiliary_outputs_wanted`]): `{"logits", "pred_boxes"}` of every decoder layer but the last.
         group_logits (`torch.FloatTensor` of shape `(num_query_groups - 1, L, batch_size, num_queries, num_labels + 1)`)
             and group_pred_boxes (`(num_query_groups - 1, L, batch_size, num_queries, 4)`), in training mode with
             `config.num_query_groups > 1`: the predictions of Group DETR's extra query groups, for every decoder layer
@@ -191,7 +194,26 @@ class DetrFeedForward(nn.Module):
         return linear(x, self.fc2)
 
 
+def checkpointed_call(layer: nn.Module, *args):
+    """`layer(*args)`; with the layer's `gradient_checkpointing` flag on (set by transformers'
+    `gradient_checkpointing_enable`, with `_gradient_checkpointing_func`), in training with gradients, through that
+    function: the layer's activations are recomputed in the backward instead of kept. Arguments are positional, as
+    `use_reentrant=True` needs. The default `torch.utils.checkpoint.checkpoint(use_reentrant=False)` restores the RNG
+    state before recomputing, so the dropout masks and the gradients are those of the plain path. The oneDNN linear
+    (`onednn_detr.py`, a custom autograd Function) needs no bypass: it is recomputed like any other op. (ViLT's folder
+    has the same function: each folder travels to the Hub alone.)
+
+    Not transformers' `GradientCheckpointingLayer`: its wrapping changed between 5.17 (`__call__`, also without
+    gradients) and later versions (`forward`); the flag and function `gradient_checkpointing_enable` sets did not.
+    """
+    if layer.gradient_checkpointing and layer.training and torch.is_grad_enabled():
+        return layer._gradient_checkpointing_func(layer.__call__, *args)
+    return layer(*args)
+
+
 class DetrEncoderLayer(nn.Module):
+    gradient_checkpointing = False  # see checkpointed_call
+
     def __init__(self, config: DetrConfig):
         super().__init__()
         self.pre_norm = config.pre_norm
@@ -217,6 +239,8 @@ class DetrEncoderLayer(nn.Module):
 
 
 class DetrDecoderLayer(nn.Module):
+    gradient_checkpointing = False  # see checkpointed_call
+
     def __init__(self, config: DetrConfig):
         super().__init__()
         self.pre_norm = config.pre_norm
@@ -258,7 +282,7 @@ class DetrEncoder(nn.Module):
         hidden_states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         for layer in self.layers:
-            x, weights = layer(x, pos, attn_bias, output_attentions)
+            x, weights = checkpointed_call(layer, x, pos, attn_bias, output_attentions)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:
@@ -286,8 +310,8 @@ class DetrDecoder(nn.Module):
         cross_attentions = () if output_attentions else None
         normalized = []
         for layer in self.layers:
-            x, self_weights, cross_weights = layer(
-                x, query_pos, memory, memory_with_pos, memory_bias, output_attentions, self_bias
+            x, self_weights, cross_weights = checkpointed_call(
+                layer, x, query_pos, memory, memory_with_pos, memory_bias, output_attentions, self_bias
             )
             if output_hidden_states:
                 hidden_states += (x,)
@@ -343,7 +367,8 @@ class DetrPreTrainedModel(PreTrainedModel):
     config_class = DetrConfig
     base_model_prefix = "model"
     main_input_name = "pixel_values"
-    supports_gradient_checkpointing = False
+    # The encoder and decoder layers (see checkpointed_call); the backbone keeps its activations.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["DetrConvBackbone", "DetrEncoderLayer", "DetrDecoderLayer"]
 
     @torch.no_grad()
@@ -525,6 +550,7 @@ class DetrForObjectDetection(DetrPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_auxiliary_outputs: bool | None = None,
     ) -> DetrObjectDetectionOutput | tuple:
         r"""
         Args:
@@ -534,6 +560,8 @@ class DetrForObjectDetection(DetrPreTrainedModel):
                 h normalized by the **unpadded** image size). `n` may be 0. When given, the Hungarian loss is
                 returned in `loss` and its terms in `loss_dict`.
             output_attentions, output_hidden_states (`bool`, *optional*): see [`DetrModel.forward`].
+            output_auxiliary_outputs (`bool`, *optional*): return `auxiliary_outputs` (with `config.auxiliary_loss`);
+                by default with `labels` or in training mode, see [`auxiliary_outputs_wanted`].
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs, all_logits, all_boxes = self.forward_detection(
@@ -541,8 +569,9 @@ class DetrForObjectDetection(DetrPreTrainedModel):
         )
         training_predictions = self.predict_training_queries(outputs)
         loss, loss_dict = hungarian_loss(self.config, all_logits, all_boxes, labels, **training_predictions)
+        auxiliary = auxiliary_outputs_wanted(output_auxiliary_outputs, labels, self.training)
         output = DetrObjectDetectionOutput(
-            loss=loss, loss_dict=loss_dict, **self.detection_fields(outputs, all_logits, all_boxes),
+            loss=loss, loss_dict=loss_dict, **self.detection_fields(outputs, all_logits, all_boxes, auxiliary),
             **training_predictions,
         )
         return output if return_dict else output.to_tuple()
@@ -568,13 +597,15 @@ class DetrForObjectDetection(DetrPreTrainedModel):
         all_logits, all_boxes = self.predict(outputs)
         return outputs, all_logits, all_boxes
 
-    def detection_fields(self, outputs: DetrModelOutput, all_logits: torch.Tensor, all_boxes: torch.Tensor) -> dict:
+    def detection_fields(self, outputs: DetrModelOutput, all_logits: torch.Tensor, all_boxes: torch.Tensor,
+                         auxiliary: bool = True) -> dict:
         """The output fields after `loss` and `loss_dict` that the detector and the panoptic model share: the final
-        layer's `logits` and `pred_boxes`, `auxiliary_outputs` and the [`DetrModelOutput`] fields passed through."""
+        layer's `logits` and `pred_boxes`, `auxiliary_outputs` (`None` unless `auxiliary`) and the
+        [`DetrModelOutput`] fields passed through."""
         return dict(
             logits=all_logits[-1],
             pred_boxes=all_boxes[-1],
-            auxiliary_outputs=self.auxiliary_outputs(all_logits, all_boxes),
+            auxiliary_outputs=self.auxiliary_outputs(all_logits, all_boxes) if auxiliary else None,
             **passed_through(outputs),
         )
 
@@ -630,6 +661,16 @@ class DetrForObjectDetection(DetrPreTrainedModel):
         if not self.config.auxiliary_loss:
             return None
         return [{"logits": a, "pred_boxes": b} for a, b in zip(all_logits[:-1], all_boxes[:-1], strict=True)]
+
+
+def auxiliary_outputs_wanted(output_auxiliary_outputs: bool | None, labels: list | None, training: bool) -> bool:
+    """Whether a forward returns `auxiliary_outputs`: as asked, else with `labels` or in training mode. In training
+    the loss may be computed outside the model from its outputs (Trainer's `compute_loss_func=DetrLoss`, which gets no
+    labels through the model) and needs them; in evaluation without labels they are left out, as transformers' DETR
+    does, because batched pipelines split every list of an output by image and a list per decoder layer breaks that."""
+    if output_auxiliary_outputs is not None:
+        return output_auxiliary_outputs
+    return labels is not None or training
 
 
 def hungarian_loss(

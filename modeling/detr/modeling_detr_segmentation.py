@@ -24,7 +24,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_detr_segmentation import DetrSegmentationConfig, mask_head_channels
-from .modeling_detr import DetrForObjectDetection, DetrPreTrainedModel, hungarian_loss
+from .modeling_detr import DetrForObjectDetection, DetrPreTrainedModel, auxiliary_outputs_wanted, hungarian_loss
 
 
 @dataclass
@@ -42,8 +42,8 @@ class DetrSegmentationOutput(ModelOutput):
             image's **unpadded** size.
         pred_masks (`torch.FloatTensor` of shape `(batch_size, num_queries, height / 4, width / 4)`): mask logits per
             query over the **padded** input (rounded up by the backbone's strides).
-        auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`): `{"logits", "pred_boxes"}` of the other
-            decoder layers.
+        auxiliary_outputs (`list[dict]`, when `config.auxiliary_loss`, with `labels` or in training mode, see
+            [`auxiliary_outputs_wanted`]): `{"logits", "pred_boxes"}` of the other decoder layers.
         The remaining fields are those of [`DetrModelOutput`].
     """
 
@@ -250,6 +250,7 @@ class DetrForSegmentation(DetrPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_auxiliary_outputs: bool | None = None,
     ) -> DetrSegmentationOutput | tuple:
         r"""
         Args:
@@ -258,6 +259,7 @@ class DetrForSegmentation(DetrPreTrainedModel):
                 `masks` (`(n, h, w)`, 0/1, top-left aligned with the padded input, e.g. at the unpadded resized image
                 size as the image processor returns them). Adds the focal and dice losses of the matched masks.
             output_attentions, output_hidden_states (`bool`, *optional*): see [`DetrModel.forward`].
+            output_auxiliary_outputs (`bool`, *optional*): see [`DetrForObjectDetection.forward`].
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs, all_logits, all_boxes = self.detr.forward_detection(
@@ -271,8 +273,9 @@ class DetrForSegmentation(DetrPreTrainedModel):
         pred_masks = self.mask_head(projected, attention_maps, [stride16, stride8, stride4])  # (B, Q, H/4, W/4)
 
         loss, loss_dict = hungarian_loss(self.config, all_logits, all_boxes, labels, pred_masks)
+        auxiliary = auxiliary_outputs_wanted(output_auxiliary_outputs, labels, self.training)
         output = DetrSegmentationOutput(
             loss=loss, loss_dict=loss_dict, pred_masks=pred_masks,
-            **self.detr.detection_fields(outputs, all_logits, all_boxes),
+            **self.detr.detection_fields(outputs, all_logits, all_boxes, auxiliary),
         )
         return output if return_dict else output.to_tuple()

@@ -195,6 +195,34 @@ class ViltEmbeddings(nn.Module):
         token_mask = torch.cat([patch_valid.new_ones(batch_size, 1), patch_valid], dim=1)  # (B, 1 + L)
         return embeddings, token_mask, patch_index
 
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None,
+        max_image_length: int = -1,
+        generator: torch.Generator | None = None,
+        texts_per_image: int = 1,
+        image_token_type_idx: int | torch.Tensor = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both modalities' tokens with their modality types, in one call, so that wrappers that act around
+        `forward` (FSDP2's parameter gathering, Accelerate's device hooks) see every use of these weights.
+
+        Returns the text tokens `(B, T, D)`, the image tokens `(B, 1 + L, D)` (each image repeated for its
+        `texts_per_image` texts), the image token mask `(B, 1 + L)` and the kept patches' indices `(B, L)`.
+        """
+        text = self.add_modality_type(self.text_embeddings(input_ids, token_type_ids, inputs_embeds), 0)
+        image, image_token_mask, patch_index = self.image_embeddings(
+            pixel_values, pixel_mask, max_image_length, generator
+        )  # (B_img, 1 + L, D), (B_img, 1 + L), (B_img, L)
+        if texts_per_image > 1:
+            image = image.repeat_interleave(texts_per_image, dim=0)  # (B, 1 + L, D)
+            image_token_mask = image_token_mask.repeat_interleave(texts_per_image, dim=0)
+            patch_index = patch_index.repeat_interleave(texts_per_image, dim=0)
+        return text, self.add_modality_type(image, image_token_type_idx), image_token_mask, patch_index
+
     def add_modality_type(self, embeddings: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
         """Add the modality-type embedding: `modality` an int for all rows, or a `(B,)` LongTensor per row."""
         if isinstance(modality, int):

@@ -27,6 +27,9 @@ One faster kernel for the same arithmetic: fp32 inference on the CPU (no gradien
 layers through oneDNN (``torch.ops.mkldnn._linear_pointwise``, with the MLP's GELU fused into the matrix product),
 measured 10-25% faster than the default fp32 GEMM per layer on an AVX-512 AMD EPYC; training, autocast, GPUs and
 ``torch.compile`` keep ``F.linear``. Set ``ONEDNN_CPU_INFERENCE = False`` in this module to turn it off.
+
+Gradient (activation) checkpointing: `model.gradient_checkpointing_enable()` (transformers' API) recomputes every
+block in the backward instead of keeping its activations ([`checkpointed_call`]).
 """
 
 from dataclasses import dataclass
@@ -223,8 +226,27 @@ class ViltMLP(nn.Module):
         return linear(x, self.fc2)
 
 
+def checkpointed_call(layer: nn.Module, *args):
+    """`layer(*args)`; with the layer's `gradient_checkpointing` flag on (set by transformers'
+    `gradient_checkpointing_enable`, with `_gradient_checkpointing_func`), in training with gradients, through that
+    function: the layer's activations are recomputed in the backward instead of kept. Arguments are positional, as
+    `use_reentrant=True` needs. The default `torch.utils.checkpoint.checkpoint(use_reentrant=False)` restores the RNG
+    state before recomputing, so the dropout masks and the gradients are those of the plain path. (With
+    `use_reentrant=True` the first pass runs without gradients and may take the oneDNN inference path: the same
+    arithmetic to float rounding.) (DETR's folder has the same function: each folder travels to the Hub alone.)
+
+    Not transformers' `GradientCheckpointingLayer`: its wrapping changed between 5.17 (`__call__`, also without
+    gradients) and later versions (`forward`); the flag and function `gradient_checkpointing_enable` sets did not.
+    """
+    if layer.gradient_checkpointing and layer.training and torch.is_grad_enabled():
+        return layer._gradient_checkpointing_func(layer.__call__, *args)
+    return layer(*args)
+
+
 class ViltLayer(nn.Module):
     """A pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`, dropout on both branches."""
+
+    gradient_checkpointing = False  # see checkpointed_call
 
     def __init__(self, config: ViltConfig):
         super().__init__()
@@ -268,7 +290,7 @@ class ViltEncoder(nn.Module):
             first_only = first_token_only and i == last
             if first_only and packing is not None:  # the last block reads every key but keeps one query each
                 x, packing = packing.unpack(x), None
-            x, weights = layer(x, attn_bias, output_attentions, first_only, packing)
+            x, weights = checkpointed_call(layer, x, attn_bias, output_attentions, first_only, packing)
             if output_hidden_states:
                 hidden_states += (x if packing is None else packing.unpack(x),)
             if output_attentions:
@@ -293,7 +315,7 @@ class ViltPreTrainedModel(PreTrainedModel):
     config_class = ViltConfig
     base_model_prefix = "vilt"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # the transformer blocks, see checkpointed_call
     _no_split_modules = ["ViltEmbeddings", "ViltLayer"]
 
     @torch.no_grad()
@@ -493,18 +515,11 @@ class ViltModel(ViltPreTrainedModel):
                 f"got {image_token_type_idx!r}"
             )
 
-        embeddings = self.embeddings
-        text = embeddings.text_embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, D)
-        text = embeddings.add_modality_type(text, 0)
         max_image_length = config.max_image_length if self.training else -1
-        image, image_token_mask, patch_index = embeddings.image_embeddings(
-            pixel_values, pixel_mask, max_image_length, generator
-        )  # (B_img, 1 + L, D), (B_img, 1 + L), (B_img, L)
-        if texts_per_image > 1:
-            image = image.repeat_interleave(texts_per_image, dim=0)  # (B, 1 + L, D)
-            image_token_mask = image_token_mask.repeat_interleave(texts_per_image, dim=0)
-            patch_index = patch_index.repeat_interleave(texts_per_image, dim=0)
-        image = embeddings.add_modality_type(image, image_token_type_idx)
+        text, image, image_token_mask, patch_index = self.embeddings(
+            input_ids, token_type_ids, inputs_embeds, pixel_values, pixel_mask, max_image_length, generator,
+            texts_per_image, image_token_type_idx,
+        )  # (B, T, D), (B, 1 + L, D), (B, 1 + L), (B, L)
         x = torch.cat([text, image.to(text.dtype)], dim=1)  # (B, T + 1 + L, D)
 
         if attention_mask is None:

@@ -84,6 +84,10 @@ class DetrTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
+        if self.compute_loss_func is not None:
+            # Trainer calls the model without labels and hands its outputs to the loss: in evaluation the model
+            # would leave out the decoder layers' outputs, which the auxiliary losses need.
+            inputs = {**inputs, "output_auxiliary_outputs": True}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=None)
         if model.training:
             check_finite_loss(loss, self.state.global_step, labels)
