@@ -4,7 +4,10 @@
         --dataset synthetic --backbone resnet18 --max_steps 1000    # 2 GPUs, or 2 CPU processes (gloo) without GPU
     python scripts/train_detr_accelerate.py --output_dir out/detr --mixed_precision bf16 ...   # one process
 
-Data: the synthetic shapes set (default), a COCO folder (`--dataset coco`) or a saved DatasetDict (`--dataset disk`).
+Data: the synthetic shapes set (default), a COCO folder (`--dataset coco`), a saved DatasetDict (`--dataset disk`), a
+Hub dataset id or local folder in the Hub's object-detection layout (`--dataset_name`), or shards read as a stream
+(`--streaming --stream_source folder`). `accelerate launch --config_file configs/accelerate/fsdp_full_shard.yaml` shards
+the model (FSDP2, also on CPU processes).
 The output folder gets `config.json`, `model.safetensors` and `preprocessor_config.json` (loadable with
 `AutoModelForObjectDetection.from_pretrained` / `AutoImageProcessor.from_pretrained` after `import detrvilt`),
 `train_summary.json` (losses, COCO mAP) and, with `--checkpointing_steps`, `checkpoint-<step>` folders for

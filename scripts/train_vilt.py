@@ -9,7 +9,9 @@
         --eval_file v2_OpenEnded_mscoco_val2014_questions.json \
         --eval_annotations_file v2_mscoco_val2014_annotations.json --eval_images_dir val2014 --output_dir out/vqa
 
-Every `TrainingArguments` option works (`--bf16`, `--gradient_accumulation_steps`, `--eval_strategy`,
+Data as transformers' examples take it: `--dataset_name` (a Hub dataset id or a local folder, with
+`--dataset_config_name`, `--train_split_name`, `--eval_split_name`), or `--dataset` (see `--help`). Every
+`TrainingArguments` option works (`--bf16`, `--gradient_accumulation_steps`, `--eval_strategy`,
 `--resume_from_checkpoint`, ...); the defaults are the official ViLT optimization (AdamW 0.9/0.98, eps 1e-8, lr 1e-4,
 weight decay 0.01 but not on biases and LayerNorms, 10% linear warmup then linear decay to 0, x10 for the VQA/NLVR2
 head). A --model_name_or_path pretraining folder starts a fine-tuning task (pretraining heads dropped, task head

@@ -9,7 +9,8 @@ training loop as DETR: pretraining (MLM + ITM + WPA), VQA, NLVR2 or retrieval.
         --model_name_or_path out/vilt_pretrain
 
 Data: the synthetic scenes (default), the official files (`--dataset files`: Karpathy json for pretrain/retrieval,
-VQAv2 json for vqa, NLVR2 json lines for nlvr2) or a saved DatasetDict (`--dataset disk`). The output folder gets
+VQAv2 json for vqa, NLVR2 json lines for nlvr2), a saved DatasetDict (`--dataset disk`), a Hub dataset id or local
+folder (`--dataset_name`), or shards read as a stream (`--streaming --stream_source folder`). The output folder gets
 `config.json`, `model.safetensors`, the processor files (loadable with the Auto classes after `import detrvilt`),
 `train_summary.json` (losses, metrics) and, with `--checkpointing_steps`, `checkpoint-<step>` folders for
 `--resume_from_checkpoint`.

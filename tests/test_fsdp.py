@@ -108,6 +108,60 @@ def test_accelerate_configs_name_the_plugins():
         assert yaml.safe_load(handle)["deepspeed_config"]["zero3_save_16bit_model"] is True
 
 
+def _launcher_environment(name: str, num_processes: int = 2) -> dict:
+    """The environment `accelerate launch --config_file configs/accelerate/<name>.yaml` gives its processes
+    (accelerate 1.15's own parsing and validation, without starting anything)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", os.path.join(CONFIGS, f"{name}.yaml"),
+                                               "--num_processes", str(num_processes), "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        # what `launch_command` sets before `deepspeed_launcher` (which itself needs deepspeed installed)
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        return prepare_deepspeed_cmd_env(args)[1]
+    return prepare_multi_gpu_env(args)
+
+
+def test_accelerate_reads_the_configs_as_meant(monkeypatch):
+    """accelerate's config loader and launcher accept each file, and the plugins built from the environment they give
+    are the ones the files promise: FSDP2 full sharding by the models' own layers, ZeRO-2 and ZeRO-3 (gathering the
+    16-bit weights on save). Needs no GPU and no deepspeed."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+
+    kinds = {"fsdp_full_shard": DistributedType.FSDP, "zero2": DistributedType.DEEPSPEED,
+             "zero3": DistributedType.DEEPSPEED}
+    for name, kind in kinds.items():
+        assert load_config_from_file(os.path.join(CONFIGS, f"{name}.yaml")).distributed_type == kind
+    fsdp_env = _launcher_environment("fsdp_full_shard")
+    assert fsdp_env["ACCELERATE_USE_FSDP"] == "true" and fsdp_env["FSDP_VERSION"] == "2"
+    assert "FSDP_TRANSFORMER_CLS_TO_WRAP" not in fsdp_env  # each model's _no_split_modules decide
+    with monkeypatch.context() as patch:
+        for key, value in fsdp_env.items():
+            patch.setenv(key, value)
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+        assert plugin.state_dict_type.name == "SHARDED_STATE_DICT"
+        assert fsdp_requested()  # what sends prepare_training to its CPU path where accelerate makes MULTI_CPU
+    for name, stage in (("zero2", 2), ("zero3", 3)):
+        env = _launcher_environment(name)
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                if key.startswith("ACCELERATE_"):
+                    patch.setenv(key, value)
+            plugin = DeepSpeedPlugin()
+        zero = plugin.deepspeed_config["zero_optimization"]
+        assert plugin.zero_stage == stage and zero["stage"] == stage
+        assert zero["offload_optimizer"]["device"] == zero["offload_param"]["device"] == "none"
+        assert zero["stage3_gather_16bit_weights_on_model_save"] is (stage == 3)
+        # left to prepare_training: accumulation, clipping, micro-batch from the loop's settings
+        assert plugin.deepspeed_config["gradient_accumulation_steps"] == "auto"
+        assert plugin.deepspeed_config["gradient_clipping"] == "auto"
+    assert "deepspeed" not in sys.modules  # the default tier never imports it
+
+
 # ------------------------------------------------------------------------------------------------ two processes
 
 
@@ -141,15 +195,16 @@ def _fsdp_worker(rank, port, output_dir, queue):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
     torch.set_num_threads(1)
     try:
-        _, ddp_losses, ddp_state, _, ddp_lr = _train(fsdp=False, max_steps=4)
-        accelerator, fsdp_losses, fsdp_state, plain, fsdp_lr = _train(fsdp=True, max_steps=4)
+        _, ddp_losses, ddp_state, _, ddp_lr = _train(fsdp=False, max_steps=3)
+        # The FSDP run saves a checkpoint after step 2 on its way; the resume starts from there.
+        checkpoints = os.path.join(output_dir, "checkpoints")
+        accelerator, fsdp_losses, fsdp_state, plain, fsdp_lr = _train(fsdp=True, max_steps=3, output_dir=checkpoints,
+                                                                      checkpointing_steps=2)
         if accelerator.is_main_process:
             save_trained(plain, processor(), os.path.join(output_dir, "fsdp_model"))
         accelerator.wait_for_everyone()
-        checkpoints = os.path.join(output_dir, "checkpoints")
-        _train(fsdp=True, max_steps=2, output_dir=checkpoints, checkpointing_steps=2)
-        _, resumed_losses, resumed_state, _, _ = _train(fsdp=True, max_steps=4, output_dir=checkpoints,
-                                                        resume="latest")
+        _, resumed_losses, resumed_state, _, _ = _train(fsdp=True, max_steps=3, output_dir=checkpoints,
+                                                        resume=os.path.join(checkpoints, "checkpoint-2"))
         queue.put((rank, ddp_losses, fsdp_losses, resumed_losses, ddp_state, fsdp_state, resumed_state,
                    (ddp_lr, fsdp_lr), None))
     except Exception as error:  # report, so that the test fails with the reason instead of a timeout
@@ -174,7 +229,7 @@ def test_fsdp_on_two_cpu_processes_equals_ddp_and_resumes(fresh_accelerate_state
         assert process.exitcode == 0
 
     ddp_losses, fsdp_losses, resumed_losses, ddp_state, fsdp_state, resumed_state, (ddp_lr, fsdp_lr) = results[0]
-    assert len(fsdp_losses) == 4 and all(math.isfinite(v) for v in fsdp_losses)
+    assert len(fsdp_losses) == 3 and all(math.isfinite(v) for v in fsdp_losses)
     # Same losses as DDP (the gradient is reduced by reduce-scatter instead of all-reduce: float rounding only).
     assert fsdp_losses == pytest.approx(ddp_losses, rel=1e-5)
     assert results[1][1] == pytest.approx(fsdp_losses, rel=1e-6)  # every process logs the reduced loss
@@ -187,7 +242,7 @@ def test_fsdp_on_two_cpu_processes_equals_ddp_and_resumes(fresh_accelerate_state
                                             for state in (ddp_state, fsdp_state, resumed_state))
     for name, value in ddp_state.items():
         torch.testing.assert_close(fsdp_state[name], value, rtol=1e-4, atol=1e-6, msg=name)
-    # Killed after step 2 (checkpoint with torch.distributed.checkpoint shards) and resumed: the uninterrupted run.
+    # Resumed after step 2 (checkpoint with torch.distributed.checkpoint shards): the uninterrupted run.
     assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "checkpoint-2", SHARDED_STATE_DIR))
     assert resumed_losses == pytest.approx(fsdp_losses, rel=1e-6)
     for name, value in fsdp_state.items():
@@ -267,6 +322,7 @@ def _launch(config: str | None, output_dir, num_processes: int, *script_args, cp
         return json.load(handle)
 
 
+@pytest.mark.slow
 def test_fsdp_config_launches_the_cpu_path(tmp_path):
     """`accelerate launch --config_file configs/accelerate/fsdp_full_shard.yaml` on a machine without a GPU: accelerate
     makes MULTI_CPU, prepare_training shards with fully_shard, and the script ends with a plain saved model."""

@@ -5,6 +5,7 @@ shuffle buffer; with one, no example twice and the next epochs exact), and two p
 global batch where the loss is a mean over the batch (a toy regression, DETR with equal box counts per process); where
 it is not, the difference is DETR's class-weighted cross-entropy, a weighted mean per process (tested as such)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -89,7 +90,10 @@ def test_webdataset_shards_read_back_like_parquet(tmp_path):
     write_parquet_shards(shapes, tmp_path / "parquet", num_shards=2)
     paths = write_webdataset_shards(shapes, tmp_path / "wds", num_shards=3)
     assert [os.path.basename(p) for p in paths] == [f"train-0000{i}-of-00003.tar" for i in range(3)]
-    parquet, tars = list(load_stream(tmp_path / "parquet")), list(load_stream(tmp_path / "wds"))
+    parquet, stream = list(load_stream(tmp_path / "parquet")), load_stream(tmp_path / "wds")
+    # JSON loses the features; the file written next to the tars brings them back (DETR reads the class names there)
+    assert stream.features["objects"]["category"].feature.names == ["circle", "square", "triangle"]
+    tars = list(stream)
     assert [row["example_index"] for row in tars] == list(range(6))
     for a, b in zip(parquet, tars, strict=True):
         np.testing.assert_array_equal(_pixels(a["image"]), _pixels(b["image"]))
@@ -97,6 +101,25 @@ def test_webdataset_shards_read_back_like_parquet(tmp_path):
         assert b["objects"]["category"] == a["objects"]["category"]
         np.testing.assert_allclose(np.asarray(b["objects"]["bbox"]).reshape(-1, 4),
                                    np.asarray(a["objects"]["bbox"]).reshape(-1, 4), rtol=1e-6)
+
+
+def test_webdataset_shards_of_mixed_image_formats_keep_every_image(tmp_path):
+    """PNG and JPEG files in one column (COCO folders hold both sometimes): every row keeps its image."""
+    import io
+
+    images = []
+    for index in range(4):
+        pixels = np.full((8, 8, 3), 40 * index, dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG" if index % 2 else "JPEG")
+        images.append({"bytes": buffer.getvalue(), "path": f"{index}.{'png' if index % 2 else 'jpg'}"})
+    features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"))
+    mixed = datasets.Dataset.from_dict({"image": images, "text": list("abcd")}, features=features)
+    write_webdataset_shards(mixed, tmp_path, num_shards=2)
+    rows = list(load_stream(tmp_path))
+    assert [row["text"] for row in rows] == list("abcd")
+    for index, row in enumerate(rows):
+        assert row["image"] is not None and row["image"]["bytes"] == images[index]["bytes"], index
 
 
 def test_streamed_detection_examples_equal_the_seeded_map_style_ones(tmp_path):
@@ -147,6 +170,36 @@ def test_distribute_stream_checks_its_arguments(tmp_path):
         distribute_stream(datasets.Dataset.from_dict({"x": [1]}), 0, 1)
     with pytest.raises(KeyError, match="no key column 'example_index'"):
         next(iter(StreamingExamples(datasets.Dataset.from_dict({"x": [1]}).to_iterable_dataset())))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 4 workers on a 2-core machine, on purpose
+@pytest.mark.parametrize(("num_shards", "world_size", "strategy", "num_workers"), [
+    (5, 2, "auto", 0),  # 5 shards on 2 processes: "auto" keeps one example in 2 of every shard
+    (5, 2, "shards", 2),  # 3 shards and 2 shards; 2 workers each (one worker of the second reads 1 shard)
+    (4, 3, "examples", 0),
+    (3, 2, "examples", 4),  # more workers than shards: the extra workers stop, nothing is lost
+])
+def test_every_example_once_per_epoch_across_processes_with_uneven_shards(tmp_path, num_shards, world_size, strategy,
+                                                                           num_workers):
+    """The processes' shares (built here for every rank in one process: the split needs no process group) hold every
+    row exactly once, in each epoch, with the remainder of an uneven split: nothing is dropped or repeated."""
+    num_rows = 23
+    write_parquet_shards(datasets.Dataset.from_dict({"x": list(range(num_rows))}), tmp_path, num_shards=num_shards)
+    for epoch in (0, 1):  # epoch 1 reads the shards in another order (and assigns them to processes anew)
+        shares = []
+        for rank in range(world_size):
+            examples = StreamingExamples(distribute_stream(load_stream(tmp_path), rank, world_size, strategy),
+                                         shuffle_buffer_size=4, seed=3)
+            examples.set_epoch(epoch)
+            batches = list(stream_loader(examples, batch_size=4, num_workers=num_workers))
+            shares.append([key for batch in batches for key in batch["_index"].tolist()])
+            assert all(int(e) == epoch for batch in batches for e in batch["_epoch"])
+        assert sorted(key for share in shares for key in share) == list(range(num_rows)), (epoch, shares)
+        sizes = sorted(len(share) for share in shares)
+        if strategy != "shards":  # one example in N: the shares differ by at most the remainder's one example
+            assert sizes[-1] - sizes[0] <= 1 and sizes[-1] == -(-num_rows // world_size)
+    with pytest.warns(UserWarning, match="up to 6 examples per process and epoch are not seen"):
+        stream_loader(StreamingExamples(load_stream(tmp_path)), batch_size=4, num_workers=2, drop_last=True)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -249,9 +302,18 @@ def _regression_worker(rank, port, folder, output_dir, queue):
         results = {}
         # Each process: two shards of the four, shuffled in blocks of 3; 8 steps of 3 rows = two epochs of 12 rows.
         results["shards"] = run_regression(folder, 8, 3, shuffle_buffer_size=3, strategy="shards")[1]
-        results["examples_workers"] = run_regression(folder, 8, 3, num_workers=2, strategy="examples")[1]
         # Same global batch as one process with batch 4: every process keeps one row in two of the same stream.
         results["global_batch"] = run_regression(folder, 8, 2, strategy="examples")
+        queue.put((rank, results, None))
+    except Exception as error:  # report, so that the test fails with the reason instead of a timeout
+        queue.put((rank, None, repr(error)))
+        raise
+
+
+def _regression_resume_worker(rank, port, folder, output_dir, queue):
+    _init_process(rank, port)
+    try:
+        results = {"examples_workers": run_regression(folder, 8, 3, num_workers=2, strategy="examples")[1]}
         full = run_regression(folder, 7, 3, shuffle_buffer_size=4, strategy="shards")
         run_regression(folder, 3, 3, shuffle_buffer_size=4, strategy="shards", output_dir=output_dir,
                        checkpointing_steps=3)
@@ -259,7 +321,7 @@ def _regression_worker(rank, port, folder, output_dir, queue):
                                  resume="latest")
         results["resume"] = (full, resumed)
         queue.put((rank, results, None))
-    except Exception as error:  # report, so that the test fails with the reason instead of a timeout
+    except Exception as error:
         queue.put((rank, None, repr(error)))
         raise
 
@@ -282,15 +344,17 @@ def _spawn(target, args, timeout: float = 280):
     return results
 
 
-def test_two_processes_stream_each_example_once_per_epoch_resume_and_train_like_one(fresh_accelerate_state,
-                                                                                      tmp_path):
+def assert_each_example_once_per_epoch(results, name):
+    per_process = [keys_by_epoch(results[rank][name]) for rank in range(2)]
+    for epoch in (0, 1):
+        keys = per_process[0][epoch] + per_process[1][epoch]
+        assert sorted(keys) == list(range(NUM_ROWS)), (name, epoch)  # every example once, on one process
+
+
+def test_two_processes_stream_each_example_once_per_epoch_and_train_like_one(fresh_accelerate_state, tmp_path):
     write_regression_shards(tmp_path / "shards")
     results = _spawn(_regression_worker, (str(tmp_path / "shards"), str(tmp_path / "run")))
-    for name in ("shards", "examples_workers"):
-        per_process = [keys_by_epoch(results[rank][name]) for rank in range(2)]
-        for epoch in (0, 1):
-            keys = per_process[0][epoch] + per_process[1][epoch]
-            assert sorted(keys) == list(range(NUM_ROWS)), (name, epoch)  # every example once, on one process
+    assert_each_example_once_per_epoch(results, "shards")
     # Two processes with 2 rows each train like one process with 4 (the same rows, the same mean loss).
     one_losses, one_seen, one_weights = run_regression(tmp_path / "shards", 8, 4, strategy="examples")
     two_losses, _, two_weights = results[0]["global_batch"]
@@ -299,7 +363,14 @@ def test_two_processes_stream_each_example_once_per_epoch_resume_and_train_like_
     assert merged == [sorted(keys) for _, keys in one_seen]
     assert two_losses == pytest.approx(one_losses, rel=1e-5)
     np.testing.assert_allclose(two_weights, one_weights, rtol=1e-5, atol=1e-6)
-    # Stopped after step 3 and resumed: each process continues its own stream exactly.
+
+
+@pytest.mark.slow
+def test_two_processes_with_workers_and_a_resume_inside_a_shuffle_block(fresh_accelerate_state, tmp_path):
+    write_regression_shards(tmp_path / "shards")
+    results = _spawn(_regression_resume_worker, (str(tmp_path / "shards"), str(tmp_path / "run")))
+    assert_each_example_once_per_epoch(results, "examples_workers")
+    # Stopped after step 3 (inside a block of 4 rows) and resumed: each process continues its own stream exactly.
     for rank in range(2):
         (full_losses, full_seen, full_weights), (losses, seen, weights) = results[rank]["resume"]
         assert seen == full_seen[3:]
@@ -345,6 +416,7 @@ def _detr_worker(rank, port, equal, unequal, queue):
         raise
 
 
+@pytest.mark.slow
 def test_detr_two_processes_stream_like_one_and_the_ce_weighting(fresh_accelerate_state, tmp_path):
     equal, unequal = tmp_path / "equal", tmp_path / "unequal"
     # Two objects in every image: every process's class weights sum to the same number.
@@ -383,12 +455,13 @@ def test_detr_two_processes_stream_like_one_and_the_ce_weighting(fresh_accelerat
 
 
 @pytest.mark.slow
-def test_streaming_benchmark_runs(tmp_path):
+@pytest.mark.parametrize("model", ["detr", "vilt"])
+def test_streaming_benchmark_runs(tmp_path, model):
     """`benchmarks/streaming_throughput.py` (the docs' throughput numbers) on a tiny budget."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "streaming_throughput.py")
     output = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, script, "--num_processes", "2", "--num_images", "16", "--image_size",
-                             "48", "--num_shards", "2", "--repeats", "1", "--output_json", str(output)],
+    result = subprocess.run([sys.executable, script, "--model", model, "--num_processes", "2", "--num_images", "16",
+                             "--image_size", "48", "--num_shards", "2", "--repeats", "1", "--output_json", str(output)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     medians = json.loads(output.read_text())["median"]
@@ -415,3 +488,87 @@ def test_streaming_arguments_mix_into_a_models_accelerate_arguments():
         Arguments(output_dir="out", streaming=True)
     with pytest.raises(ValueError, match="--max_steps must be a positive integer"):  # LoopArguments' check still runs
         Arguments(output_dir="out", max_steps=0)
+
+
+def test_stream_batches_count_every_epochs_examples(fresh_accelerate_state, tmp_path):
+    """The loop's reader of a stream counts each epoch's examples (what it logs at the epoch's end)."""
+    from detrvilt.training.loop import StreamBatches
+
+    write_regression_shards(tmp_path / "shards", num_rows=11, num_shards=3)
+    loader = stream_loader(StreamingExamples(load_stream(tmp_path / "shards")), batch_size=4)
+    batches = StreamBatches(make_accelerator(cpu=True), loader)
+    sizes = [len(next(batches)["_index"]) for _ in range(7)]  # 4 + 4 + 3, 4 + 4 + 3, 4
+    assert sizes == [4, 4, 3, 4, 4, 3, 4] and batches.epoch_examples == {0: 11, 1: 11}
+    assert batches.position()["epoch"] == 2 and batches.position()["examples"] == 4
+
+
+# ------------------------------------------------------------------------------------------------ writing the sources
+
+
+def write_shards_main():
+    """`scripts/write_shards.py`'s `main`."""
+    scripts = os.path.join(os.path.dirname(__file__), "..", "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import write_shards
+
+    return write_shards.main
+
+
+def test_write_shards_writes_the_sources_of_both_models(tmp_path):
+    main = write_shards_main()
+    # DETR, a COCO folder: the images travel inside the shards, the class names in their schema.
+    write_coco_detection(make_shapes_dataset(5, seed=0, image_size=SIZE, max_objects=3), tmp_path / "coco", "train")
+    main(["--model", "detr", "--dataset", "coco", "--train_images_dir", str(tmp_path / "coco" / "train"),
+          "--train_annotation_file", str(tmp_path / "coco" / "annotations" / "instances_train.json"),
+          "--output_dir", str(tmp_path / "detr_coco"), "--num_shards", "2"])
+    shutil.rmtree(tmp_path / "coco")
+    stream = load_stream(tmp_path / "detr_coco")
+    assert stream.num_shards == 2 and stream.features["objects"]["category"].feature.names == [
+        "circle", "square", "triangle"]
+    assert sorted(row["example_index"] for row in stream) == list(range(5))
+    # DETR, the synthetic shapes, both splits, as WebDataset tars.
+    written = main(["--model", "detr", "--synthetic_train_size", "6", "--synthetic_eval_size", "3",
+                    "--synthetic_image_size", "32", "--output_dir", str(tmp_path / "detr_synthetic"),
+                    "--shard_format", "webdataset", "--num_shards", "4", "--splits", "train,validation"])
+    assert [len(written["train"]), len(written["validation"])] == [4, 3]
+    assert len(list(load_stream(tmp_path / "detr_synthetic", split="validation"))) == 3
+    rows = list(load_stream(tmp_path / "detr_synthetic"))
+    assert [row["image_id"] for row in rows] == [row["image_id"] for row in make_shapes_dataset(6, seed=0,
+                                                                                                image_size=32)]
+    # ViLT pretraining from a Karpathy captions file: one caption per row, as the map-style pretraining reads them.
+    (tmp_path / "images").mkdir()
+    entries = []
+    for index in range(3):
+        Image.new("RGB", (16, 16), (80 * index, 0, 0)).save(tmp_path / "images" / f"{index}.png")
+        entries.append({"filepath": "", "filename": f"{index}.png", "cocoid": index, "split": "train",
+                        "sentences": [{"raw": f"picture {index} caption {k}"} for k in range(2)]})
+    (tmp_path / "karpathy.json").write_text(json.dumps({"images": entries}))
+    main(["--model", "vilt", "--task", "pretrain", "--dataset", "files", "--train_file",
+          str(tmp_path / "karpathy.json"), "--train_images_dir", str(tmp_path / "images"),
+          "--output_dir", str(tmp_path / "vilt_captions"), "--num_shards", "3"])
+    rows = list(load_stream(tmp_path / "vilt_captions"))
+    assert sorted(row["text"] for row in rows) == sorted(f"picture {i} caption {k}" for i in range(3) for k in range(2))
+    # ViLT's synthetic VQA and NLVR2 sets (NLVR2: two image columns, in tars).
+    main(["--model", "vilt", "--task", "vqa", "--synthetic_train_size", "4", "--synthetic_image_size", "32",
+          "--output_dir", str(tmp_path / "vilt_vqa")])
+    assert {"image", "question", "answers"} <= set(next(iter(load_stream(tmp_path / "vilt_vqa"))))
+    main(["--model", "vilt", "--task", "nlvr2", "--synthetic_train_size", "4", "--synthetic_image_size", "32",
+          "--output_dir", str(tmp_path / "vilt_nlvr2"), "--shard_format", "webdataset", "--num_shards", "2"])
+    rows = list(load_stream(tmp_path / "vilt_nlvr2"))
+    assert len(rows) == 4 and all(row["image_0"]["bytes"] and row["image_1"]["bytes"] for row in rows)
+    with pytest.raises(ValueError, match="--shard_format must be one of"):
+        main(["--output_dir", str(tmp_path / "x"), "--shard_format", "zip"])
+
+
+def test_write_shards_help_explains_every_argument(capsys, monkeypatch):
+    from detrvilt.training.arguments import WriteShardsArguments
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        write_shards_main()(["--model", "vilt", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--task" in text and "--train_file" in text  # the model's data arguments
+    for f in dataclasses.fields(WriteShardsArguments):
+        assert f"--{f.name}" in text and " ".join(f.metadata["help"].split()[:4]) in text, f.name

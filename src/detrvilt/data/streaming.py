@@ -6,6 +6,8 @@ across processes, and the torch datasets that give streamed examples the map-sty
   image's bytes inside (no path outside the shards is needed), the layout the Hub's own Parquet exports use;
   [`write_webdataset_shards`] writes WebDataset tars (``<key>.<column>.<ext>`` images, ``<key>.json`` the rest). Both
   add a column `example_index` (the row's position in the written dataset): the stable key of a streamed example.
+  `scripts/write_shards.py` writes the scripts' sources (DETR: synthetic, COCO folders, `save_to_disk` folders, Hub
+  ids; ViLT: synthetic, Karpathy captions, VQAv2, NLVR2, `save_to_disk` folders, Hub ids) through [`write_shards`].
 - **Reading.** [`load_stream`] opens a folder of such shards, any folder `datasets` can stream, or a Hub dataset id,
   as a `datasets.IterableDataset` (`datasets.load_dataset(..., streaming=True)`); [`distribute_stream`] splits it
   across processes with `datasets.distributed.split_dataset_by_node`: by whole shards when their number is a multiple
@@ -27,7 +29,10 @@ across processes, and the torch datasets that give streamed examples the map-sty
 Other rules of a stream: each DataLoader worker reads its own shards (a process's batch order depends on
 `num_workers`; resume with the same number), and processes reach the end of their share at different steps (shards
 differ in size): each process starts its next epoch on its own, so an epoch is "every example once" per process's
-epoch, not per step.
+epoch, not per step. Nothing is dropped at the end of a share: with the `"examples"` split the shares differ by at
+most one example, with the `"shards"` split by what their shards hold, and the last batch of a worker's epoch is
+smaller (unless `drop_last=True`, which warns with the number it may drop). The training loop counts the examples of
+every process's epochs (`StreamBatches.epoch_examples`, logged at each epoch's end).
 """
 
 from __future__ import annotations
@@ -179,6 +184,11 @@ def _image_extension(value: Mapping) -> str:
         return (image.format or "png").lower()
 
 
+def features_file(output_dir: str | os.PathLike, split: str = "train") -> str:
+    """Where [`write_webdataset_shards`] keeps the dataset's features next to the tars (``<split>.features.json``)."""
+    return os.path.join(output_dir, f"{split}.features.json")
+
+
 def write_webdataset_shards(
     dataset: datasets.Dataset,
     output_dir: str | os.PathLike,
@@ -188,17 +198,23 @@ def write_webdataset_shards(
 ) -> list[str]:
     """Write `dataset` as WebDataset tar shards ``output_dir/<split>-0000i-of-0000N.tar``.
 
-    Each row becomes ``<key>.<column>.<ext>`` for every image column (the image's own bytes and format) and
-    ``<key>.json`` for all other columns (`key_column` included); `datasets` streams such tars (`load_stream`
-    reads them back into the dataset's columns).
+    Each row becomes ``<key>.<column>.<ext>`` for every image column (the image's own bytes) and ``<key>.json`` for
+    all other columns (`key_column` included); `datasets` streams such tars (`load_stream` reads them back into the
+    dataset's columns). One extension per image column, the first row's: `datasets` makes a column of every
+    extension it meets, and the images are decoded from their bytes (PIL reads the format from them), never from the
+    name. JSON loses the features (class names, float widths), so they are written next to the tars
+    ([`features_file`]), from which `load_stream` restores them.
 
     Returns:
-        The written file paths, in order.
+        The written tar paths, in order.
     """
     _check_writable(dataset, output_dir, num_shards, key_column)
     for stale in glob.glob(os.path.join(output_dir, f"{split}-*-of-*.tar")):
         os.remove(stale)
+    with open(features_file(output_dir, split), "w") as handle:
+        json.dump(_written_features(dataset, key_column).to_dict(), handle)
     image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    extensions = {}
     bounds = [len(dataset) * i // num_shards for i in range(num_shards + 1)]
     paths = [os.path.join(output_dir, _shard_name(split, i, num_shards, "tar")) for i in range(num_shards)]
     archives = [tarfile.open(path, "w") for path in paths]
@@ -215,7 +231,8 @@ def write_webdataset_shards(
                     value = row.pop(column)
                     if value is None or value.get("bytes") is None:
                         raise ValueError(f"row {position}: the image column {column!r} is empty")
-                    members[f"{key}.{column}.{_image_extension(value)}"] = value["bytes"]
+                    extension = extensions.setdefault(column, _image_extension(value))
+                    members[f"{key}.{column}.{extension}"] = value["bytes"]
                 members[f"{key}.{_WEBDATASET_JSON}"] = json.dumps(row).encode()
                 for name, data in members.items():
                     info = tarfile.TarInfo(name)
@@ -225,6 +242,22 @@ def write_webdataset_shards(
         for archive in archives:
             archive.close()
     return paths
+
+
+SHARD_FORMATS = ("parquet", "webdataset")
+
+
+def write_shards(dataset: datasets.Dataset, output_dir: str | os.PathLike, shard_format: str = "parquet",
+                 split: str = "train", num_shards: int | None = None, max_shard_bytes: int = 512 * 2**20
+                 ) -> list[str]:
+    """[`write_parquet_shards`] or [`write_webdataset_shards`] by name (`shard_format`, one of `SHARD_FORMATS`);
+    WebDataset needs `num_shards` (default 1 there). What `scripts/write_shards.py` calls for every source."""
+    if shard_format not in SHARD_FORMATS:
+        raise ValueError(f"shard_format must be one of {SHARD_FORMATS}, got {shard_format!r}")
+    if shard_format == "webdataset":
+        return write_webdataset_shards(dataset, output_dir, split=split, num_shards=num_shards or 1)
+    return write_parquet_shards(dataset, output_dir, split=split, num_shards=num_shards,
+                                max_shard_bytes=max_shard_bytes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -245,8 +278,10 @@ def stable_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def _webdataset_rows(dataset: datasets.IterableDataset, key_column: str) -> datasets.IterableDataset:
-    """WebDataset rows (`<column>.<ext>` images, a `json` dict, `__key__`, `__url__`) as the dataset's columns."""
+def _webdataset_rows(dataset: datasets.IterableDataset, key_column: str,
+                     written: datasets.Features | None = None) -> datasets.IterableDataset:
+    """WebDataset rows (`<column>.<ext>` images, a `json` dict, `__key__`, `__url__`) as the dataset's columns, cast
+    to `written` (the features [`write_webdataset_shards`] saved) when given."""
     features = dataset.features
     image_fields = {name: name.split(".", 1)[0] for name, feature in (features or {}).items()
                     if isinstance(feature, datasets.Image)}
@@ -255,7 +290,10 @@ def _webdataset_rows(dataset: datasets.IterableDataset, key_column: str) -> data
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
 
     def to_columns(row):
-        out = {column: row[name] for name, column in image_fields.items()}
+        out = {}
+        for name, column in image_fields.items():  # tars from elsewhere may mix extensions: one column each
+            if out.get(column) is None:
+                out[column] = row[name]
         extra = row.get(_WEBDATASET_JSON)
         if isinstance(extra, Mapping):
             out.update(extra)
@@ -270,7 +308,14 @@ def _webdataset_rows(dataset: datasets.IterableDataset, key_column: str) -> data
         if isinstance(extra, Mapping):
             new_features.update(extra)
         new_features.setdefault(key_column, datasets.Value("int64"))
-    return dataset.map(to_columns, remove_columns=list(features) if features else None, features=new_features)
+    rows = dataset.map(to_columns, remove_columns=list(features) if features else None, features=new_features)
+    if written is not None:
+        written = written.copy()
+        for name, feature in written.items():
+            if isinstance(feature, datasets.Image):
+                written[name] = datasets.Image(decode=False)
+        rows = rows.cast(written)
+    return rows
 
 
 def load_stream(source: str | os.PathLike, split: str = "train", key_column: str = KEY_COLUMN,
@@ -285,6 +330,9 @@ def load_stream(source: str | os.PathLike, split: str = "train", key_column: str
         key_column (`str`): WebDataset rows without this column get a stable key from their tar file name and
             `__key__` (see [`stable_key`]).
         load_kwargs: passed to `datasets.load_dataset` (`revision=`, `data_dir=`, ...).
+
+    WebDataset folders written by [`write_webdataset_shards`] get their features back (class names, dtypes) from the
+    file it writes next to the tars.
 
     Image columns are left undecoded (`{"bytes", "path"}`): the transforms decode them and name the example in their
     errors, as on the map-style path.
@@ -301,7 +349,11 @@ def load_stream(source: str | os.PathLike, split: str = "train", key_column: str
         dataset = datasets.load_dataset(source, split=split, streaming=True, **load_kwargs)
         builder = getattr(getattr(dataset, "info", None), "builder_name", None)
     if builder == "webdataset":
-        return _webdataset_rows(dataset, key_column)
+        written = None
+        if local is not None and os.path.isfile(features_file(source, split)):
+            with open(features_file(source, split)) as handle:
+                written = datasets.Features.from_dict(json.load(handle))
+        return _webdataset_rows(dataset, key_column, written)
     for name, feature in (dataset.features or {}).items():
         if isinstance(feature, datasets.Image) and feature.decode:
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
@@ -484,7 +536,8 @@ def stream_loader(dataset: torch.utils.data.IterableDataset, batch_size: int, co
         num_workers (`int`): worker processes; each reads its own shards (have at least this many shards per
             process), so the batch order depends on it: resume with the same number.
         drop_last (`bool`): drop each worker's last incomplete batch of an epoch (those examples are then not seen
-            in the epoch); the default keeps every example.
+            in the epoch, and a warning says how many at most); the default keeps every example: the last batch of a
+            worker's epoch is smaller instead.
         seed (`int`): seeds the loader's own generator (worker seeds), so that it never draws from torch's global
             one (which would shift the dropout stream of a resumed run).
         kwargs: other `StatefulDataLoader` options (`pin_memory`, `prefetch_factor`, ...).
@@ -493,6 +546,12 @@ def stream_loader(dataset: torch.utils.data.IterableDataset, batch_size: int, co
 
     if not isinstance(dataset, torch.utils.data.IterableDataset):
         raise TypeError(f"dataset must be an iterable dataset (a stream), got {type(dataset).__name__}")
+    if drop_last and batch_size > 1:
+        readers = max(1, num_workers)
+        warnings.warn(f"drop_last=True: each of the {readers} reader(s) of this process (DataLoader workers, or the "
+                      f"process itself) drops its last incomplete batch of every epoch, up to {batch_size - 1} "
+                      f"examples each: up to {readers * (batch_size - 1)} examples per process and epoch are not "
+                      "seen in that epoch", stacklevel=2)
     with warnings.catch_warnings():
         # torchdata 0.11 calls torch.set_vital, which torch 2.14 marks deprecated; nothing we can change here.
         warnings.filterwarnings("ignore", message=".*set_vital.*")

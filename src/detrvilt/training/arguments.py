@@ -3,7 +3,8 @@
 Each model's `AccelerateArguments` (`detr/arguments.py`, `vilt/arguments.py`) subclasses [`LoopArguments`] and adds
 its optimizer settings (a field redeclared there only changes its default and help text); each model's
 `TrainingArguments` subclasses [`BaseTrainingArguments`]. [`StreamingArguments`] are the Accelerate scripts'
-`--streaming` options (a training set read as a stream of shards).
+`--streaming` options (a training set read as a stream of shards), [`WriteShardsArguments`] those of
+`scripts/write_shards.py` (which writes the shards).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from ..data.streaming import KEY_COLUMN, SPLIT_STRATEGIES
+from ..data.streaming import KEY_COLUMN, SHARD_FORMATS, SPLIT_STRATEGIES
 from .checkpoints import LATEST, TRAINER_STATE_FILE, resolve_resume
 from .loop import LoopConfig
 
@@ -140,3 +141,46 @@ class StreamingArguments:
         if self.stream_split_strategy not in SPLIT_STRATEGIES:
             raise ValueError(f"--stream_split_strategy must be one of {SPLIT_STRATEGIES}, got "
                              f"{self.stream_split_strategy!r}")
+
+
+SHARD_MODELS = ("detr", "vilt")
+
+
+@dataclass
+class WriteShardsArguments:
+    """`scripts/write_shards.py`: which model's data source to write as shards, where and how (the source itself is
+    chosen with the model's data arguments, as in its training scripts)."""
+
+    output_dir: str = field(metadata={
+        "help": "The folder of the shards (created; existing shards of the same split are replaced): what "
+                "--stream_source names."})
+    model: str = field(default="detr", metadata={
+        "help": f"One of {SHARD_MODELS}: whose data arguments pick the source (DETR: --dataset synthetic|coco|disk "
+                "or --dataset_name; ViLT: --task and --dataset synthetic|files|disk or --dataset_name). The rows "
+                "written are those the model's map-style training reads (ViLT pretraining: one caption per row)."})
+    shard_format: str = field(default="parquet", metadata={
+        "help": f"One of {SHARD_FORMATS}: Parquet shards (the Hub's layout) or WebDataset tars."})
+    num_shards: int | None = field(default=None, metadata={
+        "help": "Number of shards (rows split evenly). Choose a multiple of processes x DataLoader workers so that "
+                "every reader gets whole shards. Default: Parquet closes a shard at --max_shard_mib, WebDataset "
+                "writes one."})
+    max_shard_mib: int = field(default=512, metadata={"help": "Parquet without --num_shards: MiB per shard."})
+    splits: str = field(default="train", metadata={
+        "help": "Comma-separated splits to write: 'train' (what --streaming reads), and 'validation' for the "
+                "evaluation set too (written under that split name)."})
+
+    def __post_init__(self):
+        if self.model not in SHARD_MODELS:
+            raise ValueError(f"--model must be one of {SHARD_MODELS}, got {self.model!r}")
+        if self.shard_format not in SHARD_FORMATS:
+            raise ValueError(f"--shard_format must be one of {SHARD_FORMATS}, got {self.shard_format!r}")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise ValueError(f"--num_shards must be a positive integer, got {self.num_shards!r}")
+        if self.max_shard_mib < 1:
+            raise ValueError(f"--max_shard_mib must be a positive integer, got {self.max_shard_mib!r}")
+        unknown = [split for split in self.split_names() if split not in ("train", "validation")]
+        if unknown or not self.split_names():
+            raise ValueError(f"--splits must name 'train' and/or 'validation', got {self.splits!r}")
+
+    def split_names(self) -> list[str]:
+        return [split.strip() for split in self.splits.split(",") if split.strip()]

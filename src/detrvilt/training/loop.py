@@ -32,6 +32,7 @@ error messages ([`batch_image_ids`], the default, for DETR; `batch_example_ids` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from .preemption import StopRequest, TrainingStopped
 from .sharding import load_sharded_state, no_sync, save_sharded_state, uses_cpu_fsdp
 
 STREAM_POSITIONS = "stream_positions"
+logger = logging.getLogger(__name__)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -173,16 +175,20 @@ class StreamBatches:
     """This process's batches of consecutive epochs of a streaming loader, moved to the device.
 
     An epoch ends when the process's share of the stream is exhausted (no `len`); the dataset's `set_epoch` is called
-    before each. [`position`] is what a checkpoint stores (epoch, batches read in it, the loader's `state_dict`: the
-    stream position of the process and of each of its workers); `start`, such a position, continues from there.
+    before each. [`position`] is what a checkpoint stores (epoch, batches and examples read in it, the loader's
+    `state_dict`: the stream position of the process and of each of its workers); `start`, such a position, continues
+    from there. `epoch_examples` counts the examples of every finished epoch of this process (logged at each epoch's
+    end), so that a share that ends early or a dropped batch shows.
     """
 
     def __init__(self, accelerator: Accelerator, dataloader, start: dict | None = None):
         self.accelerator = accelerator
         self.dataloader = dataloader
-        self.epoch, self.batches = 0, 0
+        self.epoch, self.batches, self.examples = 0, 0, 0
+        self.epoch_examples: dict[int, int] = {}
         if start is not None:
             self.epoch, self.batches = int(start["epoch"]), int(start["batches"])
+            self.examples = int(start.get("examples", 0))
             self._set_epoch(self.epoch)
             dataloader.load_state_dict(start["loader"])
         self._iterator = self._read(resumed=start is not None)
@@ -199,13 +205,17 @@ class StreamBatches:
             for batch in self.dataloader:
                 read += 1
                 self.batches += 1
+                self.examples += batch_size(batch)
                 yield send_to_device(batch, self.accelerator.device)
             if read == 0 and not resumed:  # a resume may start at the very end of an epoch; a fresh epoch may not
                 raise ValueError(f"process {self.accelerator.process_index}: the stream gave no batch in epoch "
                                  f"{self.epoch} (fewer examples than a batch, or fewer shards than processes and "
                                  "workers with drop_last)")
             resumed = False
-            self.epoch, self.batches = self.epoch + 1, 0
+            self.epoch_examples[self.epoch] = self.examples
+            logger.info("process %d: epoch %d of the stream ended after %d examples in %d batches",
+                        self.accelerator.process_index, self.epoch, self.examples, self.batches)
+            self.epoch, self.batches, self.examples = self.epoch + 1, 0, 0
 
     def __iter__(self):
         return self
@@ -214,12 +224,13 @@ class StreamBatches:
         return next(self._iterator)
 
     def position(self) -> dict:
-        """Where this process is: `{"epoch", "batches", "loader"}`."""
+        """Where this process is: `{"epoch", "batches", "examples", "loader"}`."""
         if not hasattr(self.dataloader, "state_dict"):
             raise TypeError(f"checkpointing a stream needs a loader with state_dict() (a torchdata "
                             f"StatefulDataLoader, see detrvilt.data.streaming.stream_loader), got "
                             f"{type(self.dataloader).__name__}")
-        return {"epoch": self.epoch, "batches": self.batches, "loader": self.dataloader.state_dict()}
+        return {"epoch": self.epoch, "batches": self.batches, "examples": self.examples,
+                "loader": self.dataloader.state_dict()}
 
 
 def train_loop(

@@ -1,5 +1,6 @@
-"""Detection data for the training scripts: the synthetic shapes set, a COCO folder or a Hub-format dataset saved on
-disk, and an in-memory copy of preprocessed images for small sets (no image decoding per step)."""
+"""Detection data for the training scripts: the synthetic shapes set, a COCO folder, a Hub-format dataset saved on
+disk or named as transformers' examples name one (`--dataset_name`: a Hub id or a local folder, through
+`datasets.load_dataset`), and an in-memory copy of preprocessed images for small sets (no image decoding per step)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import datasets
 import torch
 from torch.utils.data import Dataset
 
+from ..hub_datasets import load_named_splits, with_image_ids
 from .coco import load_coco_detection
 from .detection import example_generator, prepare_detection_dataset
 from .shapes import make_shapes_dataset
@@ -73,6 +75,49 @@ def load_detection_splits(
             raise ValueError(f"eval_split={eval_split!r} is not in {dataset_path!r} (splits: {list(loaded)})")
         return loaded[train_split], loaded[eval_split] if eval_split else None
     raise ValueError(f"dataset must be one of {DATA_SOURCES}, got {source!r}")
+
+
+def to_detection_layout(dataset: datasets.Dataset, source: str = "the dataset") -> datasets.Dataset:
+    """A Hub object-detection dataset (cppe-5's layout: `image`, `image_id`, `objects` with `bbox` in COCO
+    `[x, y, w, h]` absolute pixels and `category` ids, optional `area` and `id`) in the layout the transforms read:
+    `objects` as one dict of lists per image (a `List` of per-object dicts is turned into one), and an `image_id`
+    (the row's position) where the dataset has none.
+
+    Raises:
+        `ValueError` naming `source` and its columns when `image` or `objects` (with `bbox` and `category`) is
+        missing.
+    """
+    missing = [c for c in ("image", "objects") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{source} has no column(s) {missing} of the Hub object-detection layout (image, image_id, "
+                         f"objects with bbox and category); its columns: {dataset.column_names}")
+    feature = dataset.features["objects"]
+    per_object = isinstance(feature, datasets.List) and isinstance(feature.feature, dict)
+    fields = feature.feature if per_object else feature
+    if not isinstance(fields, dict) or not {"bbox", "category"} <= set(fields):
+        raise ValueError(f"{source}: 'objects' must hold 'bbox' (COCO xywh, absolute pixels) and 'category', got "
+                         f"{feature}")
+    if per_object:
+        names = list(fields)
+
+        def to_columns(objects):
+            return {"objects": [{name: [item[name] for item in items] for name in names} for items in objects]}
+
+        features = dataset.features.copy()
+        features["objects"] = {name: datasets.List(value) for name, value in fields.items()}
+        dataset = dataset.map(to_columns, input_columns="objects", batched=True, features=features)
+    return with_image_ids(dataset)
+
+
+def hub_detection_splits(name: str, config_name: str | None = None, train_split: str = "train",
+                         eval_split: str | None = "validation") -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """`(train, eval)` of a dataset in the Hub object-detection layout (see [`to_detection_layout`]), from a Hub id
+    or a local folder ([`load_named_splits`]); class names come from the `ClassLabel` of `objects.category`."""
+    train, evaluation = load_named_splits(name, config_name, train_split, eval_split)
+    train = to_detection_layout(train, f"--dataset_name {name!r} split {train_split!r}")
+    if evaluation is not None:
+        evaluation = to_detection_layout(evaluation, f"--dataset_name {name!r} split {eval_split!r}")
+    return train, evaluation
 
 
 class InMemoryDetectionDataset(Dataset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...data.detr.sources import DATA_SOURCES
-from ..arguments import MIXED_PRECISION, BaseTrainingArguments, LoopArguments
+from ..arguments import MIXED_PRECISION, BaseTrainingArguments, LoopArguments, StreamingArguments
 from .optimization import PAPER_BACKBONE_LEARNING_RATE, PAPER_LEARNING_RATE, PAPER_MAX_GRAD_NORM, PAPER_WEIGHT_DECAY
 
 
@@ -66,6 +66,15 @@ class DetrDataArguments:
         "help": f"Data source, one of {DATA_SOURCES}: the built-in synthetic shapes set, a COCO folder "
                 "(--train_images_dir/--train_annotation_file, optional --eval_*), or a DatasetDict saved with "
                 "save_to_disk (--dataset_path)."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A Hub dataset id or a local folder in the Hub object-detection layout (cppe-5's: image, image_id, "
+                "objects with bbox in COCO [x, y, w, h] absolute pixels and category; class names from the "
+                "ClassLabel of objects.category), read with datasets.load_dataset. Replaces --dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "help": "For --dataset_name: the dataset's configuration name."})
+    train_split_name: str = field(default="train", metadata={"help": "For --dataset_name: the training split."})
+    eval_split_name: str = field(default="validation", metadata={
+        "help": "For --dataset_name: the evaluation split ('' for none)."})
     dataset_path: str | None = field(default=None, metadata={"help": "For --dataset disk: the save_to_disk folder."})
     train_split: str = field(default="train", metadata={"help": "For --dataset disk: the training split."})
     eval_split: str = field(default="validation", metadata={
@@ -102,6 +111,9 @@ class DetrDataArguments:
     def __post_init__(self):
         if self.dataset not in DATA_SOURCES:
             raise ValueError(f"--dataset must be one of {DATA_SOURCES}, got {self.dataset!r}")
+        if self.dataset_name is not None and self.dataset != "synthetic":
+            raise ValueError(f"--dataset_name and --dataset {self.dataset!r} name two data sources: give one (got "
+                             f"--dataset_name {self.dataset_name!r})")
         if self.shortest_edge is not None and self.shortest_edge < 16:
             raise ValueError(f"--shortest_edge must be >= 16, got {self.shortest_edge!r}")
         if self.synthetic_train_size < 1:
@@ -133,8 +145,9 @@ class DetrTrainingArguments(BaseTrainingArguments):
 
 
 @dataclass
-class DetrAccelerateArguments(LoopArguments):
-    """DETR's optimizer settings of the Accelerate loop (the paper's as defaults); the rest is [`LoopArguments`]."""
+class DetrAccelerateArguments(StreamingArguments, LoopArguments):
+    """DETR's optimizer settings of the Accelerate loop (the paper's as defaults); the rest is [`LoopArguments`] and
+    the `--streaming` options ([`StreamingArguments`])."""
 
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Training images per process and batch."})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation images per process and batch."})

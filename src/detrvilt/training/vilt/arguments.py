@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..arguments import BaseTrainingArguments, LoopArguments
+from ..arguments import BaseTrainingArguments, LoopArguments, StreamingArguments
 from .optimization import (
     VILT_BETAS,
     VILT_EPS,
@@ -70,6 +70,16 @@ class ViltDataArguments:
                 "formats (pretrain/retrieval: Karpathy's dataset_coco.json / dataset_flickr30k.json; vqa: VQAv2 "
                 "questions + annotations json; nlvr2: the json lines), see --train_file and friends; 'disk' for a "
                 "DatasetDict saved with save_to_disk (--dataset_path)."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A Hub dataset id or a local folder, read with datasets.load_dataset, in the task's columns: VQA "
+                "image, question, answers (a list of strings, or VQAv2's list of dicts with answer), question_id; "
+                "pretrain/retrieval image and caption or captions; NLVR2 image_0, image_1, text, label. Replaces "
+                "--dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "help": "For --dataset_name: the dataset's configuration name."})
+    train_split_name: str = field(default="train", metadata={"help": "For --dataset_name: the training split."})
+    eval_split_name: str = field(default="validation", metadata={
+        "help": "For --dataset_name: the evaluation split ('' for none)."})
     train_file: str | None = field(default=None, metadata={
         "help": "For --dataset files: Karpathy split json (pretrain, retrieval), VQAv2 questions json (vqa) or NLVR2 "
                 "train.json lines (nlvr2)."})
@@ -126,6 +136,9 @@ class ViltDataArguments:
             raise ValueError(f"--task must be one of {VILT_TASKS}, got {self.task!r}")
         if self.dataset not in VILT_DATA_SOURCES:
             raise ValueError(f"--dataset must be one of {VILT_DATA_SOURCES}, got {self.dataset!r}")
+        if self.dataset_name is not None and self.dataset != "synthetic":
+            raise ValueError(f"--dataset_name and --dataset {self.dataset!r} name two data sources: give one (got "
+                             f"--dataset_name {self.dataset_name!r})")
         if self.dataset == "files" and (self.train_file is None or self.train_images_dir is None):
             raise ValueError("--dataset files needs --train_file and --train_images_dir")
         if self.dataset == "disk" and self.dataset_path is None:
@@ -161,9 +174,9 @@ class ViltTrainingArguments(BaseTrainingArguments):
 
 
 @dataclass
-class ViltAccelerateArguments(LoopArguments):
+class ViltAccelerateArguments(StreamingArguments, LoopArguments):
     """ViLT's optimizer settings of the Accelerate loop (the official ones as defaults); the rest is
-    [`LoopArguments`]."""
+    [`LoopArguments`] and the `--streaming` options ([`StreamingArguments`])."""
 
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training examples per process and batch."})
     per_device_eval_batch_size: int = field(default=32, metadata={

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from ...data.streaming import StreamingExamples, load_stream
 from ...data.vilt.collators import (
     BatchSeededCollator,
     IndexedExamples,
@@ -28,6 +29,7 @@ from ...data.vilt.collators import (
     ViltRetrievalCollator,
     ViltVQACollator,
 )
+from ...data.vilt.hub import hub_vilt_splits
 from ...data.vilt.loaders import load_karpathy_captions, load_nlvr2, load_vilt_dataset_from_disk, load_vqav2
 from ...data.vilt.synthetic import (
     VQA_ANSWERS,
@@ -47,7 +49,9 @@ from ...modeling.vilt.heads_vilt import (
 from ...modeling.vilt.image_processing_vilt import MAX_LONGER_EDGE, MAX_SHORTER_EDGE, DetrviltViltImageProcessor
 from ...modeling.vilt.processing_vilt import DetrviltViltProcessor
 from ..loop import EpochShuffleSampler, default_loss_step, gather_eval_records, train_loop
-from ..recipes import make_accelerator, save_trained
+from ..recipes import finish_tracking, make_accelerator, save_trained, start_tracking, streaming_train_loader
+from ..sharding import model_for_saving, prepare_training
+from ..trainer import train_until_stopped
 from .arguments import ViltAccelerateArguments, ViltDataArguments, ViltModelArguments
 from .metrics import (
     ViltImageCollator,
@@ -127,20 +131,29 @@ def _files_split(data_args: ViltDataArguments, train: bool):
     return load_nlvr2(file, images)
 
 
-def load_vilt_data(data_args: ViltDataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None, dict | None]:
+def load_vilt_data(data_args: ViltDataArguments, load_train: bool = True
+                   ) -> tuple[datasets.Dataset | None, datasets.Dataset | None, dict | None]:
     """`(train, eval, id2label)`: the task's datasets (`eval` may be None) and, for VQA, the answer vocabulary.
 
-    Pretraining sets hold one row per caption (`text`); retrieval sets one row per image (`captions`).
+    Pretraining sets hold one row per caption (`text`); retrieval sets one row per image (`captions`). With
+    `load_train=False` (a `--streaming` run, which trains on the stream) only the evaluation set is read (the
+    synthetic training set is not built) and `train` and `id2label` are None.
     """
     task = data_args.task
-    if data_args.dataset == "synthetic":
+    train = None
+    if data_args.dataset_name:
+        train, evaluation = hub_vilt_splits(data_args.dataset_name, task, data_args.dataset_config_name,
+                                            data_args.train_split_name, data_args.eval_split_name)
+    elif data_args.dataset == "synthetic":
         make = {"pretrain": make_vilt_captions_dataset, "retrieval": make_vilt_captions_dataset,
                 "vqa": make_vilt_vqa_dataset, "nlvr2": make_vilt_nlvr2_dataset}[task]
         size, grid = data_args.synthetic_image_size, data_args.synthetic_grid or None
-        train = make(data_args.synthetic_train_size, seed=0, image_size=size, grid=grid)
+        if load_train:
+            train = make(data_args.synthetic_train_size, seed=0, image_size=size, grid=grid)
         evaluation = make(data_args.synthetic_eval_size, seed=1, image_size=size, grid=grid)
     elif data_args.dataset == "files":
-        train, evaluation = _files_split(data_args, True), _files_split(data_args, False)
+        train = _files_split(data_args, True) if load_train else None
+        evaluation = _files_split(data_args, False)
     else:
         saved = load_vilt_dataset_from_disk(data_args.dataset_path,
                                             "captions" if task in ("pretrain", "retrieval") else task)
@@ -151,20 +164,47 @@ def load_vilt_data(data_args: ViltDataArguments) -> tuple[datasets.Dataset, data
                 raise ValueError(f"--train_split {data_args.train_split!r} is not in {list(saved)}")
             train = saved[data_args.train_split]
             evaluation = saved[data_args.eval_split] if data_args.eval_split else None
-    if data_args.max_train_examples is not None:
+    if not load_train:
+        train = None
+    if train is not None and data_args.max_train_examples is not None:
         train = train.select(range(min(data_args.max_train_examples, len(train))))
     if evaluation is not None and data_args.max_eval_examples is not None:
         evaluation = evaluation.select(range(min(data_args.max_eval_examples, len(evaluation))))
     if task == "pretrain":
-        train = captions_to_texts(train)
+        train = captions_to_texts(train) if train is not None else None
         evaluation = captions_to_texts(evaluation) if evaluation is not None else None
     id2label = None
-    if task == "vqa":
-        if data_args.dataset == "synthetic":
+    if task == "vqa" and train is not None:
+        if data_args.dataset == "synthetic" and not data_args.dataset_name:
             id2label = dict(enumerate(VQA_ANSWERS))
         else:
             id2label = build_answer_vocabulary(train["answers"], min_count=data_args.answer_min_count)
     return train, evaluation, id2label
+
+
+# The columns a `--streaming` run's rows must have, per task (the collators' columns).
+STREAM_COLUMNS = {"pretrain": ("image", "text"), "vqa": ("image", "question", "answers"),
+                  "nlvr2": ("image_0", "image_1", "text", "label"), "retrieval": ("image", "captions")}
+
+
+def check_stream_columns(stream, task: str, source: str) -> None:
+    """Raise `ValueError` naming `source` when its rows lack the columns `task`'s collator reads."""
+    features = stream.features
+    if features is None:
+        return
+    missing = [c for c in STREAM_COLUMNS[task] if c not in features]
+    if missing:
+        hint = (" (pretraining streams hold one caption per row: write the shards from captions_to_texts(dataset))"
+                if task == "pretrain" and "captions" in features else "")
+        raise ValueError(f"--stream_source {source!r} has no column(s) {missing} for task {task!r}{hint}; its "
+                         f"columns: {sorted(features)}")
+
+
+def stream_answer_vocabulary(data_args: ViltDataArguments, args) -> dict:
+    """VQA's `id2label` of a `--streaming` run: one pass over the stream's `answers` column only (no image is
+    read), answers given at least `--answer_min_count` times, as the map-style path builds it."""
+    answers = load_stream(args.stream_source, args.stream_split, args.stream_key_column).select_columns(["answers"])
+    return build_answer_vocabulary((row["answers"] for row in answers), min_count=data_args.answer_min_count)
 
 
 def task_collator(task: str, processor, id2label: dict | None = None, mlm_probability: float = 0.15,
@@ -233,7 +273,10 @@ def init_from_pretraining(task: str, pretrained: ViltForPreTraining, config_over
     if task == "pretrain":
         raise ValueError("init_from_pretraining is for fine-tuning tasks, got task='pretrain'")
     settings = pretrained.config.to_dict()
-    for key in ("architectures", "model_type", "transformers_version", "_name_or_path", "auto_map", "num_labels"):
+    # auto_map and custom_pipelines name the pretraining model's remote code and pipelines: the task model's are its
+    # own (save_trained writes them).
+    for key in ("architectures", "model_type", "transformers_version", "_name_or_path", "auto_map", "custom_pipelines",
+                "num_labels"):
         settings.pop(key, None)
     settings.update(config_overrides)
     model = TASK_MODELS[task](ViltConfig(**settings))
@@ -336,11 +379,24 @@ def run_vilt_accelerate_training(model_args: ViltModelArguments, data_args: Vilt
                                  on_log=None) -> dict:
     """Train with [`train_loop`], evaluate, save model + processor to `args.output_dir`. Returns a summary dict
     (`losses`, `log`, `eval`, `train_seconds`, `train_cpu_seconds` (this process's CPU time, all threads),
-    `model`, `processor`, `id2label`, the datasets) on every process."""
-    accelerator = accelerator or make_accelerator(args.mixed_precision, args.cpu)
+    `model` (the plain trained model; None on the other processes after sharded training), `processor`, `id2label`,
+    the datasets) on every process.
+
+    With `args.streaming` the training set is `args.stream_source` read as a stream (`detrvilt.data.streaming`; rows
+    in the task's columns, see [`STREAM_COLUMNS`]) and the evaluation set is `--dataset`'s / `--dataset_name`'s.
+    Model, optimizer, loader and scheduler are prepared with [`prepare_training`] (sharded under an FSDP or
+    DeepSpeed `accelerate launch` config, FSDP2 on CPU processes too), the saved model is gathered with
+    [`model_for_saving`], and the run is reported to `--report_to`'s trackers."""
+    accelerator = accelerator or make_accelerator(args.mixed_precision, args.cpu, args.report_to, args.output_dir)
     task = data_args.task
     set_seed(args.seed)
-    train, evaluation, id2label = load_vilt_data(data_args)
+    if args.streaming:
+        check_stream_columns(load_stream(args.stream_source, args.stream_split, args.stream_key_column), task,
+                             args.stream_source)
+        train, evaluation, _ = load_vilt_data(data_args, load_train=False)
+        id2label = stream_answer_vocabulary(data_args, args) if task == "vqa" else None
+    else:
+        train, evaluation, id2label = load_vilt_data(data_args)
     model = build_vilt_model(model_args, data_args, id2label)
     patch_size = model.config.patch_size
     train_processor = build_vilt_processor(data_args, patch_size, augment=data_args.augment)
@@ -350,13 +406,23 @@ def run_vilt_accelerate_training(model_args: ViltModelArguments, data_args: Vilt
                                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     warmup = int(args.warmup) if args.warmup >= 1 else float(args.warmup)
     scheduler = create_vilt_scheduler(optimizer, args.max_steps, warmup)
-    train_set = IndexedExamples(train)
-    sampler = EpochShuffleSampler(len(train_set), seed=args.seed)
-    loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-                        collate_fn=task_collator(task, train_processor, id2label, data_args.mlm_probability,
-                                                 data_args.num_negatives, args.seed, data_args.whole_word_masking),
-                        num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    collator = task_collator(task, train_processor, id2label, data_args.mlm_probability, data_args.num_negatives,
+                             args.seed, data_args.whole_word_masking)
+    sampler = None
+    if args.streaming:
+        loader = streaming_train_loader(accelerator, args, StreamingExamples, args.per_device_train_batch_size,
+                                        collator, num_workers=args.num_workers, seed=args.seed)
+    else:
+        train_set = IndexedExamples(train)
+        sampler = EpochShuffleSampler(len(train_set), seed=args.seed)
+        loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=collator, num_workers=args.num_workers,
+                            generator=torch.Generator().manual_seed(args.seed))
+    model, optimizer, loader, scheduler = prepare_training(
+        accelerator, model, optimizer, loader, scheduler, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_grad_norm=args.max_grad_norm or None)
+    start_tracking(accelerator, os.path.basename(os.path.normpath(args.output_dir)),
+                   {"model": asdict(model_args), "data": asdict(data_args), "train": asdict(args)})
     log = []
 
     def log_step(step, values):
@@ -375,16 +441,17 @@ def run_vilt_accelerate_training(model_args: ViltModelArguments, data_args: Vilt
         scores = evaluate_vilt(accelerator, model, task, evaluation, processor, args.per_device_eval_batch_size,
                                id2label, seed=args.seed, progress_bar=args.progress_bar)
         accelerator.print(f"{task} evaluation: " + " ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+    finish_tracking(accelerator, scores, len(losses))
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
+    plain = model_for_saving(accelerator, model)  # collective under sharding: every process calls it
     if accelerator.is_main_process:
-        save_trained(unwrapped, processor, args.output_dir, {
+        save_trained(plain, processor, args.output_dir, {
             "model_args": asdict(model_args), "data_args": asdict(data_args), "train_args": asdict(args),
             "losses": losses, "log": log, "eval": scores, "train_seconds": train_seconds,
             "train_cpu_seconds": train_cpu_seconds, "num_processes": accelerator.num_processes})
     accelerator.wait_for_everyone()
     return {"losses": losses, "log": log, "eval": scores, "train_seconds": train_seconds,
-            "train_cpu_seconds": train_cpu_seconds, "model": unwrapped,
+            "train_cpu_seconds": train_cpu_seconds, "model": plain,
             "processor": processor, "id2label": id2label, "train_dataset": train, "eval_dataset": evaluation}
 
 
@@ -398,6 +465,7 @@ def run_vilt_trainer_training(model_args: ViltModelArguments, data_args: ViltDat
     from .trainer import ViltTrainer
 
     task = data_args.task
+    set_seed(training_args.seed)  # before the model is built: Trainer seeds only after, in its constructor
     train, evaluation, id2label = load_vilt_data(data_args)
     model = build_vilt_model(model_args, data_args, id2label)
     patch_size = model.config.patch_size
@@ -421,7 +489,7 @@ def run_vilt_trainer_training(model_args: ViltModelArguments, data_args: ViltDat
         eval_data_collator=task_collator(task, processor, id2label, data_args.mlm_probability,
                                          data_args.num_negatives, training_args.seed + 1),
     )
-    train_metrics = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics
+    train_metrics = train_until_stopped(trainer, training_args.resume_from_checkpoint).metrics
     eval_metrics = trainer.evaluate() if evaluation is not None else None
     if trainer.is_world_process_zero():
         save_trained(trainer.model, processor, training_args.output_dir,
