@@ -178,32 +178,41 @@ def wpa_pointing_scores(model, processor, examples: Sequence[Mapping], batch_siz
             score separately as well; keys `"{name}_pointing_accuracy"` and `"{name}_chance"`.
 
     Returns:
-        The metric's `pointing_accuracy`, `chance`, `box_area_share`, `num_words` (and the per-group keys).
+        The metric's `pointing_accuracy`, `chance`, `box_area_share`, `num_words` (and the per-group keys), and
+        `num_words_truncated`: grounded words of captions cut at the processor's `max_length`, left out (counted).
     """
     from ...viz.vilt.alignment import word_patch_alignment
 
     if not examples:
         raise ValueError("examples is empty: nothing to point at")
     patch_size = int(getattr(model, "vilt", model).config.patch_size)
-    predictions, references, sizes, words = [], [], [], []
+    predictions, references, sizes, words, truncated = [], [], [], [], 0
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
         alignments = word_patch_alignment(model, processor, [e["image"] for e in chunk], [e["text"] for e in chunk])
         for example, alignment in zip(chunk, alignments, strict=True):
             expected = example["text"].lower().split()
-            if alignment.words != expected:
+            kept = len(alignment.words)
+            # A caption longer than the processor's max_length is cut: its first words still map (a prefix).
+            if not alignment.words or alignment.words != expected[:kept]:
                 raise ValueError(f"the tokenizer's words {alignment.words} do not match the caption's words "
                                  f"{expected}: word positions cannot be mapped")
             height, width = alignment.resized_size
             scale_y, scale_x = height / alignment.image.shape[0], width / alignment.image.shape[1]
             for position, word, box in example["groundings"]:
+                if position >= kept:
+                    truncated += 1
+                    continue
                 predictions.append(alignment.word_grids[position].tolist())  # (GH, GW)
                 references.append([box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y])
                 sizes.append((height, width))
                 words.append(word)
+    if not predictions:
+        raise ValueError(f"no grounded word is left within the processor's max_length ({truncated} cut off)")
     metric = load_metric("wpa_pointing")
     result = metric.compute(predictions=predictions, references=references, patch_size=patch_size,
                             image_sizes=sizes)
+    result["num_words_truncated"] = truncated  # grounded words past the text length, not scored
     for name, group in (word_kinds or {}).items():
         group = set(group)
         chosen = [k for k, word in enumerate(words) if word in group]
