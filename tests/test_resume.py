@@ -204,33 +204,40 @@ TRAINER_DETR = [str(SCRIPTS / "train_detr.py"), *DETR[1:-4], "--per_device_train
                 "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0"]
 
 
+def trainer_sigterm_round_trip(command: list[str], env: dict, folder: Path, stop_after: int = 4) -> None:
+    """A Trainer script (`command`, without `--output_dir`) run three times under `folder`: uninterrupted
+    (`reference/`); stopped by SIGTERM once `checkpoint-{stop_after}` is written (status 75, a checkpoint, no final
+    model); resumed from `latest`, which must end with the uninterrupted run's weights."""
+
+    def trainer_run(output_dir, *extra):
+        return subprocess.Popen([sys.executable, *command, "--output_dir", str(output_dir), *extra], env=env,
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    reference = folder / "reference"
+    output = trainer_run(reference).communicate(timeout=600)[0]
+    assert (reference / "model.safetensors").exists(), output[-3000:]
+    run_dir = folder / "run"
+    process = trainer_run(run_dir)
+    wait_for(run_dir / f"checkpoint-{stop_after}" / "trainer_state.json", [process])
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == RESUMABLE_EXIT_CODE, output[-3000:]
+    assert "stopped, resumable: SIGTERM received" in output
+    assert not (run_dir / "model.safetensors").exists()
+    resumed = trainer_run(run_dir, "--resume_from_checkpoint", "latest")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    weights, expected = load_file(str(run_dir / "model.safetensors")), load_file(str(reference / "model.safetensors"))
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.slow
 def test_trainer_script_stops_on_sigterm_and_resumes_from_latest(tmp_path):
     """scripts/train_detr.py (transformers.Trainer): SIGTERM -> a checkpoint of the step and status 75; `latest`
     resumes from it and ends as the uninterrupted run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-    def trainer_run(folder, *extra):
-        return subprocess.Popen([sys.executable, *TRAINER_DETR, "--output_dir", str(folder), *extra], env=env,
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    reference = tmp_path / "reference"
-    output = trainer_run(reference).communicate(timeout=600)[0]
-    assert (reference / "model.safetensors").exists(), output[-3000:]
-    folder = tmp_path / "run"
-    process = trainer_run(folder)
-    wait_for(folder / "checkpoint-4" / "trainer_state.json", [process])
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode == RESUMABLE_EXIT_CODE, output[-3000:]
-    assert "stopped, resumable: SIGTERM received" in output
-    assert not (folder / "model.safetensors").exists()
-    resumed = trainer_run(folder, "--resume_from_checkpoint", "latest")
-    output = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, output[-3000:]
-    weights, expected = load_file(str(folder / "model.safetensors")), load_file(str(reference / "model.safetensors"))
-    for name, value in weights.items():
-        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    trainer_sigterm_round_trip(TRAINER_DETR, env, tmp_path)
 
 
 def test_save_total_limit_keeps_the_newest(tmp_path):

@@ -4,19 +4,16 @@ latest`), and a task model started from a pretraining folder keeps none of its r
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from test_tracking import read_scalars
 from vilt_testing import tiny_vilt_config
 
 from detrvilt.modeling.vilt.heads_vilt import ViltForPreTraining
-from detrvilt.training import RESUMABLE_EXIT_CODE
 from detrvilt.training.vilt.arguments import ViltDataArguments, ViltModelArguments, ViltTrainingArguments
 from detrvilt.training.vilt.recipes import init_from_pretraining, run_vilt_trainer_training
 
@@ -88,27 +85,8 @@ TRAINER_VILT = [str(SCRIPTS / "train_vilt.py"), "--task", "vqa", *TINY, "--synth
 def test_trainer_script_stops_on_sigterm_and_resumes_from_latest(tmp_path):
     """scripts/train_vilt.py: SIGTERM -> a checkpoint of the step and status 75; `latest` resumes from it and ends
     with the uninterrupted run's weights."""
-    from test_resume import wait_for
+    from test_resume import trainer_sigterm_round_trip
 
-    def trainer_run(folder, *extra):
-        return subprocess.Popen([sys.executable, *TRAINER_VILT, "--output_dir", str(folder), *extra], env=ENV,
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    reference = tmp_path / "reference"
-    output = trainer_run(reference).communicate(timeout=600)[0]
-    assert (reference / "model.safetensors").exists(), output[-3000:]
-    folder = tmp_path / "run"
-    process = trainer_run(folder)
-    wait_for(folder / "checkpoint-4" / "trainer_state.json", [process])
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode == RESUMABLE_EXIT_CODE, output[-3000:]
-    assert "stopped, resumable: SIGTERM received" in output
-    assert not (folder / "model.safetensors").exists()
-    resumed = trainer_run(folder, "--resume_from_checkpoint", "latest")
-    output = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, output[-3000:]
-    assert json.loads((folder / "train_summary.json").read_text())["train"]["train_loss"] > 0
-    weights, expected = load_file(str(folder / "model.safetensors")), load_file(str(reference / "model.safetensors"))
-    for name, value in weights.items():
-        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    trainer_sigterm_round_trip(TRAINER_VILT, ENV, tmp_path)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["train"]["train_loss"] > 0
