@@ -6,11 +6,12 @@ same way), and every path, module and link the pages name exists.
   is marked on the line before its fence with ``<!-- docs-test: skip (the reason) -->``: it is compiled, not run,
   reported as skipped with its reason, and `MAX_SKIPPED_PYTHON_BLOCKS` keeps such blocks few.
 - ```bash blocks run behind the ``docs`` marker (``pytest -m docs``), as a reader follows the pages: in one
-  temporary folder for the session that stands in for the repository root (``scripts/``, ``benchmarks/`` and
-  ``.venv`` linked into it), each command in a new bash with ``.venv`` activated, as the README says, in the order of
-  the page. ``make demo`` runs first, since later pages use its folders. Commands too long for a test get
-  small-budget flags appended through `BUDGETS`, an explicit list of (pattern, flags, preparation); ``make`` targets
-  are checked with ``make -n`` and replaced by the command they run with such flags (`MAKE_TARGETS`). Skip-marked
+  temporary folder for the session that stands in for the repository root (``scripts/``, ``benchmarks/``,
+  ``configs/`` and ``.venv`` linked into it), each command in a new bash with ``.venv`` activated, as the README
+  says, in the order of the page. ``make demo`` runs first, since later pages use its folders. Commands too long for
+  a test get small-budget flags appended through `BUDGETS`, an explicit list of (pattern, flags, preparation);
+  ``make`` targets are checked with ``make -n`` and replaced by the command they run with such flags
+  (`MAKE_TARGETS`). Skip-marked
   bash blocks (several GPUs, data sets or uploads this machine does not have) are reported as skipped with their
   reason.
 """
@@ -140,7 +141,8 @@ def test_links_point_to_existing_files_and_headings(page):
             assert anchor in _anchors(resolved), f"{page.name}: no heading for #{anchor} in {resolved.name}"
 
 
-REPOSITORY_PATH = re.compile(r"^(?:src|tests|scripts|modeling|benchmarks|docs|hub_cards|requirements)/[\w./-]*$")
+REPOSITORY_PATH = re.compile(
+    r"^(?:src|tests|scripts|modeling|benchmarks|configs|docs|hub_cards|requirements)/[\w./-]*$")
 
 
 def _resolves(dotted: str) -> bool:
@@ -250,7 +252,7 @@ class Session:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        for name in ("scripts", "benchmarks", ".venv"):
+        for name in ("scripts", "benchmarks", "configs", ".venv"):
             (workdir / name).symlink_to(ROOT / name)
         self.environment = {**os.environ, **OFFLINE}
         self.done: set[str] = set()
