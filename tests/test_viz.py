@@ -197,6 +197,20 @@ def test_alignment_is_the_models_own_transport_plan(vilt):
     text_length = encoding["input_ids"].shape[1]
     cls_to_patches = outputs.attentions[-1][1, :, 0, text_length + 1:].mean(0)  # (L,) in grid order (eval)
     torch.testing.assert_close(alignments[1].cls_grid.flatten(), cls_to_patches)
+    # the diagnostic maps: "red" (token 2 of the first caption) attends to the patches as the last layer says, and
+    # its similarity is one minus the plan's cosine cost
+    red = alignments[0]
+    assert red.words[1] == "red"
+    torch.testing.assert_close(red.attention_grids[1].flatten(),
+                               outputs.attentions[-1][0, :, 2, text_length + 1:].mean(0))
+    with torch.no_grad():
+        hidden = model.vilt(**encoding).last_hidden_state
+    word, patches = hidden[0, 2], hidden[0, text_length + 1:]
+    valid = red.patch_mask.flatten()
+    assert not valid.all()  # the first image is padded in this batch: its padding patches get 0
+    expected = torch.nn.functional.cosine_similarity(word[None], patches, dim=-1)
+    torch.testing.assert_close(red.similarity_grids[1].flatten()[valid], expected[valid], atol=1e-5, rtol=0)
+    assert red.similarity_grids[1].flatten()[~valid].abs().max() == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,12 +319,3 @@ def test_script_on_saved_folders(tmp_path, detr, vilt):
         visualize.main(["--model_dir", str(tmp_path / "vilt"), "--images", str(image_path), "--output_dir",
                         str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()
-
-
-def test_demo_word_patch_alignment_picture_on_a_synthetic_scene(tmp_path, vilt):
-    from detrvilt.training.detr.demo import word_patch_alignment_picture
-
-    model, processor = vilt
-    path = word_patch_alignment_picture(ViltForQuestionAnswering(model.config), processor, 64,
-                                        str(tmp_path / "demo_wpa.png"))
-    assert png_size(path)[0] > 0

@@ -21,6 +21,8 @@ from detrvilt.data.vilt.synthetic import (
 from detrvilt.training.vilt.arguments import ViltDataArguments
 from detrvilt.training.vilt.pretraining_study import (
     PretrainingStudyArguments,
+    _add_run,
+    _merge,
     mean_and_range,
     planned_runs,
     run_study,
@@ -131,7 +133,7 @@ def test_study_plan_covers_every_row_once(tmp_path):
         assert f"pretrain/token_masking/seed{seed}" not in keys  # not asked for
         for budget in (32, 64):
             assert f"vqa/pretrained/n{budget}/seed{seed}" in keys and f"vqa/scratch/n{budget}/seed{seed}" in keys
-        assert f"vqa/ablation_randaugment/n32/seed{seed}" in keys and f"nlvr2/scratch/seed{seed}" in keys
+        assert f"vqa/ablation_randaugment/n64/seed{seed}" in keys and f"nlvr2/scratch/seed{seed}" in keys
     # every fine-tuning comes after the pretraining it starts from
     for key, spec in planned_runs(args):
         if spec["kind"] != "pretrain" and spec["variant"]:
@@ -140,6 +142,9 @@ def test_study_plan_covers_every_row_once(tmp_path):
         _args(tmp_path, ablations="mpp")
     with pytest.raises(ValueError, match="label_budgets"):
         _args(tmp_path, label_budgets="8")
+    assert _args(tmp_path, ablation_budget=32).ablation_budget == 32
+    with pytest.raises(ValueError, match="ablation_budget"):
+        _args(tmp_path, ablation_budget=48)
 
 
 def test_study_tables_give_mean_and_range_and_flag_overlaps(tmp_path):
@@ -158,6 +163,18 @@ def test_study_tables_give_mean_and_range_and_flag_overlaps(tmp_path):
     assert "| yes |" in study_tables({"runs": runs}, args)
 
 
+def test_processes_sharing_an_output_folder_merge_their_runs(tmp_path):
+    path = str(tmp_path / "results.json")
+    _merge(path, lambda results: _add_run(results, "pretrain/full/seed0", {"seed": 0}))
+    # another process (seed 1) writes its run in between: a merge re-reads the file instead of overwriting it
+    other = json.loads((tmp_path / "results.json").read_text())
+    other["runs"]["pretrain/full/seed1"] = {"seed": 1}
+    (tmp_path / "results.json").write_text(json.dumps(other))
+    merged = _merge(path, lambda results: _add_run(results, "vqa/scratch/n32/seed0", {"seed": 0}))
+    assert sorted(merged["runs"]) == ["pretrain/full/seed0", "pretrain/full/seed1", "vqa/scratch/n32/seed0"]
+    assert json.loads((tmp_path / "results.json").read_text()) == merged
+
+
 def test_pointing_scores_of_a_real_model_are_in_range():
     from detrvilt import ViltConfig, ViltForPreTraining
     from detrvilt.training.vilt.metrics import wpa_pointing_scores
@@ -173,6 +190,12 @@ def test_pointing_scores_of_a_real_model_are_in_range():
     assert result["num_words"] == sum(len(e["groundings"]) for e in examples)
     assert 0 <= result["pointing_accuracy"] <= 1 and 0 < result["chance"] < 0.5
     assert 0 <= result["colour_pointing_accuracy"] <= 1
+    for source in ("similarity", "attention"):  # the diagnostics point from the same words at the same boxes
+        other = wpa_pointing_scores(model, pair_processor, examples, batch_size=4, source=source)
+        assert other["num_words"] == result["num_words"] and other["chance"] == result["chance"]
+        assert 0 <= other["pointing_accuracy"] <= 1
+    with pytest.raises(ValueError, match="source"):
+        wpa_pointing_scores(model, pair_processor, examples, source="gradient")
     punctuated = [{**examples[0], "text": examples[0]["text"] + "."}]  # "square." is two words to the tokenizer
     with pytest.raises(ValueError, match="do not match"):
         wpa_pointing_scores(model, pair_processor, punctuated)
@@ -196,7 +219,13 @@ def test_a_tiny_study_runs_resumes_and_writes_its_tables(tmp_path):
     assert "by_question_type" in saved["runs"]["vqa/scratch/n32/seed0"]
     assert (tmp_path / "tables.md").read_text().startswith("Seeds 0;")
     assert not (tmp_path / "models" / "vqa-scratch-n32-seed0").exists()  # fine-tuned folders are not kept
+    assert 0 <= saved["runs"]["pretrain/full/seed0"]["attention_pointing_accuracy"] <= 1
     saved["runs"]["vqa/scratch/n32/seed0"]["vqa_score"] = 0.123  # a finished run is not repeated
+    del saved["runs"]["pretrain/no_wpa/seed0"]["similarity_pointing_accuracy"]  # as made before the diagnostics
+    del saved["runs"]["pretrain/no_wpa/seed0"]["attention_pointing_accuracy"]
     (tmp_path / "results.json").write_text(json.dumps(saved))
     again = run_study(args)
     assert again["runs"]["vqa/scratch/n32/seed0"]["vqa_score"] == 0.123
+    completed = again["runs"]["pretrain/no_wpa/seed0"]  # its diagnostics added from the kept model folder
+    assert completed["steps"] == 4 and 0 <= completed["attention_pointing_accuracy"] <= 1
+    assert "similarity_pointing_accuracy" in completed

@@ -325,7 +325,7 @@ def test_vilt_demo_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert isinstance(result["pretrained_model"], ViltForPreTraining)
     saved = json.loads((tmp_path / "demo" / "vilt_demo_results.json").read_text())
     assert saved["margin_points"] == pytest.approx(result["margin_points"])
-    assert isinstance(result["model"], ViltForQuestionAnswering) and result["processor"].max_length == 16
+    assert isinstance(result["model"], ViltForQuestionAnswering) and result["processor"].max_length == 24
 
 
 def test_a_new_model_starts_from_a_local_timm_vit_checkpoint(tmp_path):

@@ -117,20 +117,6 @@ def check_reload(model, model_dir: str, eval_set, num_images: int = 16) -> float
     return difference
 
 
-def word_patch_alignment_picture(model, processor, image_size: int, path: str, seed: int = 0) -> str:
-    """The word-patch alignment of a trained ViLT on a new synthetic scene and one of its captions."""
-    import numpy as np
-
-    from ...data.vilt.synthetic import random_scene, render_scene, scene_captions
-    from ...viz import draw_word_patch_alignment
-
-    rng = np.random.default_rng([seed, 4242])
-    objects = random_scene(rng, image_size)
-    caption = scene_captions(objects, rng)[0]
-    draw_word_patch_alignment(model.eval(), processor, render_scene(objects, image_size), caption, path)
-    return path
-
-
 def run_vilt_part(args: DemoArguments) -> dict:
     """The ViLT half of the demo, with its default settings, into `output_dir/vilt`."""
     from ..vilt.demo import ViltDemoArguments, run_vilt_demo
@@ -138,10 +124,7 @@ def run_vilt_part(args: DemoArguments) -> dict:
     vilt_args = ViltDemoArguments(output_dir=os.path.join(args.output_dir, "vilt"), num_threads=args.num_threads,
                                   progress_bar=args.progress_bar)
     result = run_vilt_demo(vilt_args)
-    picture = word_patch_alignment_picture(result["model"], result["processor"], vilt_args.image_size,
-                                           os.path.join(vilt_args.output_dir, "vilt_word_patch_alignment.png"))
-    print(f"wrote {picture}")
-    return {k: v for k, v in result.items() if k not in ("model", "processor", "image")} | {"wpa_picture": picture}
+    return {k: v for k, v in result.items() if k not in ("model", "processor", "image", "pretrained_model")}
 
 
 def run_demo(args: DemoArguments) -> dict:

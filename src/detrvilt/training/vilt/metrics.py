@@ -161,9 +161,12 @@ def majority_vqa_score(train_answers: Sequence[Sequence[str]], eval_answers: Seq
 # Word-patch pointing
 
 
+POINTING_SOURCES = {"plan": "word_grids", "similarity": "similarity_grids", "attention": "attention_grids"}
+
+
 @torch.no_grad()
 def wpa_pointing_scores(model, processor, examples: Sequence[Mapping], batch_size: int = 32,
-                        word_kinds: Mapping[str, Sequence[str]] | None = None) -> dict:
+                        word_kinds: Mapping[str, Sequence[str]] | None = None, source: str = "plan") -> dict:
     """The `wpa_pointing` metric of a ViLT's own IPOT plans (`wpa_transport` on its last layer, as the WPA loss and
     the alignment pictures compute them) over image-caption examples.
 
@@ -176,6 +179,10 @@ def wpa_pointing_scores(model, processor, examples: Sequence[Mapping], batch_siz
         batch_size (`int`): pairs per forward pass.
         word_kinds (`Mapping[str, Sequence[str]]`, *optional*): named groups of words (e.g. colours, shapes) to
             score separately as well; keys `"{name}_pointing_accuracy"` and `"{name}_chance"`.
+        source (`str`): what a word points with: `"plan"` (its IPOT transport plan row, the metric), or, to see
+            where the plan loses what the model knows, `"similarity"` (the patch its features are most similar to,
+            the plan's cost without the equal-mass constraint) or `"attention"` (the patch its token attends to
+            most in the last layer, mean of heads).
 
     Returns:
         The metric's `pointing_accuracy`, `chance`, `box_area_share`, `num_words` (and the per-group keys), and
@@ -185,6 +192,8 @@ def wpa_pointing_scores(model, processor, examples: Sequence[Mapping], batch_siz
 
     if not examples:
         raise ValueError("examples is empty: nothing to point at")
+    if source not in POINTING_SOURCES:
+        raise ValueError(f"source must be one of {tuple(POINTING_SOURCES)}, got {source!r}")
     patch_size = int(getattr(model, "vilt", model).config.patch_size)
     predictions, references, sizes, words, truncated = [], [], [], [], 0
     for start in range(0, len(examples), batch_size):
@@ -203,7 +212,7 @@ def wpa_pointing_scores(model, processor, examples: Sequence[Mapping], batch_siz
                 if position >= kept:
                     truncated += 1
                     continue
-                predictions.append(alignment.word_grids[position].tolist())  # (GH, GW)
+                predictions.append(getattr(alignment, POINTING_SOURCES[source])[position].tolist())  # (GH, GW)
                 references.append([box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y])
                 sizes.append((height, width))
                 words.append(word)

@@ -16,6 +16,8 @@ Every run repeats for each seed (model initialisation, data order, masking, ITM 
 are the same first N of the synthetic training stream for every seed, the evaluation sets (seed 1 of the synthetic
 generators) are never trained on. Results go to `output_dir/results.json` after every run, and a finished run is not
 repeated when the study starts again (so an interrupted study resumes); `output_dir/tables.md` holds the tables.
+Processes given different `--seeds` may share one `output_dir` (each run's result is merged into `results.json`
+under a file lock), which is how the study uses more than one CPU core.
 
     python benchmarks/vilt_pretraining.py --output_dir outputs/vilt_pretraining
 """
@@ -27,10 +29,12 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from filelock import FileLock
 
 from ...data.vilt.synthetic import (
     NUMBER_WORDS,
@@ -40,9 +44,10 @@ from ...data.vilt.synthetic import (
     make_vilt_pointing_examples,
     make_vilt_vqa_dataset,
 )
+from ...modeling.vilt.heads_vilt import ViltForPreTraining
 from .demo import scene_grid, small_model_args, small_train_args, synthetic_data_args
 from .metrics import majority_vqa_score, masked_word_accuracy, wpa_pointing_scores
-from .recipes import run_vilt_accelerate_training
+from .recipes import build_vilt_processor, run_vilt_accelerate_training
 
 # Pretraining variants: (objectives, whole-word masking). "full" is the paper's recipe.
 PRETRAINING_VARIANTS = {"full": ("mlm,itm,wpa", True), "token_masking": ("mlm,itm,wpa", False),
@@ -72,11 +77,14 @@ class PretrainingStudyArguments:
     output_dir: str = field(default="outputs/vilt_pretraining", metadata={
         "help": "Where results.json, tables.md and the pretrained models (models/) go."})
     seeds: str = field(default="0,1,2", metadata={"help": "Comma-separated seeds; every run repeats for each."})
-    label_budgets: str = field(default="300,1000", metadata={
+    label_budgets: str = field(default="100,300,1000", metadata={
         "help": "Comma-separated numbers of labelled VQA training questions (the first N of the synthetic stream)."})
     ablations: str = field(default="token_masking,no_wpa,randaugment", metadata={
-        "help": f"Comma-separated ablation rows among {tuple(ABLATIONS)} ('' for none), fine-tuned on the smallest "
-                "label budget."})
+        "help": f"Comma-separated ablation rows among {tuple(ABLATIONS)} ('' for none), fine-tuned on "
+                "--ablation_budget labelled questions."})
+    ablation_budget: int | None = field(default=None, metadata={
+        "help": "The label budget (one of --label_budgets) the ablation rows are fine-tuned on; default: the "
+                "largest, where pretraining made the largest difference (docs/vilt_pretraining.md)."})
     downstream: str = field(default="nlvr2", metadata={
         "help": "The second downstream task, pretrained vs scratch: 'nlvr2' or '' for none."})
     pretrain_steps: int = field(default=2000, metadata={"help": "Pretraining steps (MLM + ITM + WPA in one pass)."})
@@ -121,6 +129,11 @@ class PretrainingStudyArguments:
             raise ValueError(f"--label_budgets must be at least --batch_size ({self.batch_size}), got "
                              f"{self.budget_list}")
         self.ablation_list = [a.strip() for a in self.ablations.split(",") if a.strip()]
+        if self.ablation_budget is None:
+            self.ablation_budget = self.budget_list[-1]
+        elif self.ablation_budget not in self.budget_list:
+            raise ValueError(f"--ablation_budget must be one of --label_budgets {self.budget_list}, got "
+                             f"{self.ablation_budget!r}")
         unknown = [a for a in self.ablation_list if a not in ABLATIONS]
         if unknown:
             raise ValueError(f"--ablations must be among {tuple(ABLATIONS)}, got {unknown}")
@@ -143,6 +156,36 @@ def _timed(result: dict, start: float) -> dict:
             "wall_seconds": round(time.perf_counter() - start, 1)}
 
 
+def pointing_scores(args: PretrainingStudyArguments, model, processor, sources=("plan", "similarity", "attention")
+                    ) -> dict:
+    """Word-patch pointing on the held-out scenes: the metric (`source="plan"`: keys as `wpa_pointing_scores`
+    returns them) and its diagnostics (keys prefixed `similarity_`, `attention_`; see `wpa_pointing_scores`)."""
+    examples = make_vilt_pointing_examples(args.pointing_images, seed=1, image_size=args.image_size,
+                                           grid=scene_grid(args))
+    record = {}
+    for source in sources:
+        scores = wpa_pointing_scores(model, processor, examples, source=source,
+                                     word_kinds={"colour": tuple(SCENE_COLOURS), "shape": SCENE_SHAPES})
+        if source == "plan":
+            record.update(scores)
+        else:
+            record.update({f"{source}_{key}": value for key, value in scores.items() if "pointing_accuracy" in key})
+    return record
+
+
+def _complete_pointing(args: PretrainingStudyArguments, path: str) -> None:
+    """Add the pointing diagnostics to pretraining records made before they existed (the model folders are kept)."""
+    processor = build_vilt_processor(synthetic_data_args(args, "pretrain", 1, 1), args.patch_size)
+    for key, run in sorted(load_results(path)["runs"].items()):
+        folder = _pretrained_folder(args, run.get("variant", ""), run.get("seed", -1))
+        if run.get("kind") != "pretrain" or "attention_pointing_accuracy" in run or not os.path.isdir(folder):
+            continue
+        print(f"[study] {key}: pointing diagnostics", flush=True)
+        model = ViltForPreTraining.from_pretrained(folder)
+        extra = pointing_scores(args, model, processor, sources=("similarity", "attention"))
+        _merge(path, partial(_add_run, key=key, run={**run, **extra}))
+
+
 def pretrain(args: PretrainingStudyArguments, variant: str, seed: int, output_dir: str) -> dict:
     """Pretrain variant `variant` of [`PRETRAINING_VARIANTS`] into `output_dir`; held-out MLM and ITM accuracies
     and word-patch pointing (colour words, shape words, all)."""
@@ -155,10 +198,7 @@ def pretrain(args: PretrainingStudyArguments, variant: str, seed: int, output_di
         small_train_args(args, output_dir, args.pretrain_steps, args.pretrain_learning_rate, seed, None),
         accelerator=Accelerator(cpu=True))
     model, processor = result["model"], result["processor"]
-    examples = make_vilt_pointing_examples(args.pointing_images, seed=1, image_size=args.image_size,
-                                           grid=scene_grid(args))
-    pointing = wpa_pointing_scores(model, processor, examples,
-                                   word_kinds={"colour": tuple(SCENE_COLOURS), "shape": SCENE_SHAPES})
+    pointing = pointing_scores(args, model, processor)
     held_out = make_vilt_captions_dataset(args.pretrain_eval_images, seed=1, image_size=args.image_size,
                                           grid=scene_grid(args))
     pairs = [{"image": row["image"], "text": caption} for row in held_out for caption in row["captions"]]
@@ -214,7 +254,6 @@ def finetune(args: PretrainingStudyArguments, task: str, seed: int, init: str | 
 def planned_runs(args: PretrainingStudyArguments) -> list[tuple[str, dict]]:
     """Every run of the study as `(key, spec)`, seed by seed, the main comparison before the ablations."""
     runs = []
-    smallest = args.budget_list[0]
     variants = ["full"] + sorted({ABLATIONS[a][0] for a in args.ablation_list} - {"full"})
     for seed in args.seed_list:
         runs.append((f"pretrain/full/seed{seed}", {"kind": "pretrain", "variant": "full", "seed": seed}))
@@ -233,8 +272,9 @@ def planned_runs(args: PretrainingStudyArguments) -> list[tuple[str, dict]]:
             runs.append((f"pretrain/{variant}/seed{seed}", {"kind": "pretrain", "variant": variant, "seed": seed}))
         for ablation in args.ablation_list:
             variant, augment = ABLATIONS[ablation]
-            runs.append((f"vqa/ablation_{ablation}/n{smallest}/seed{seed}",
-                         {"kind": "vqa", "variant": variant, "seed": seed, "budget": smallest, "augment": augment}))
+            runs.append((f"vqa/ablation_{ablation}/n{args.ablation_budget}/seed{seed}",
+                         {"kind": "vqa", "variant": variant, "seed": seed, "budget": args.ablation_budget,
+                          "augment": augment}))
     return runs
 
 
@@ -267,6 +307,20 @@ def _save(results: dict, path: str) -> None:
     os.replace(partial, path)  # never a half-written results file
 
 
+def _merge(path: str, update) -> dict:
+    """Apply `update` to the results in `path` and write them back, under a lock: several study processes (each its
+    own seeds) may share one output folder. Returns the merged results."""
+    with FileLock(path + ".lock"):
+        results = load_results(path)
+        update(results)
+        _save(results, path)
+    return results
+
+
+def _add_run(results: dict, key: str, run: dict) -> None:
+    results["runs"][key] = run
+
+
 def run_study(args: PretrainingStudyArguments) -> dict:
     """Run every missing run of [`planned_runs`] (results written after each), then write the tables. Returns the
     results."""
@@ -275,14 +329,18 @@ def run_study(args: PretrainingStudyArguments) -> dict:
     torch.set_num_threads(args.num_threads)
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, RESULTS_FILE)
-    results = load_results(path)
-    settings = {k: v for k, v in asdict(args).items() if k not in ("tables_only", "keep_finetuned")}
-    results["settings"] = settings
-    results.setdefault("torch_threads", torch.get_num_threads())
-    results["majority_baseline"] = majority_baselines(args)
+    settings = {k: v for k, v in asdict(args).items() if k not in ("tables_only", "keep_finetuned", "seeds")}
+    baselines = majority_baselines(args)
+
+    def header(results: dict) -> None:
+        results["settings"] = settings
+        results.setdefault("torch_threads", torch.get_num_threads())
+        results["majority_baseline"] = {**results.get("majority_baseline", {}), **baselines}
+
+    results = _merge(path, header)
     if not args.tables_only:
         for key, spec in planned_runs(args):
-            if key in results["runs"]:
+            if key in load_results(path)["runs"]:
                 continue
             print(f"[study] {key}", flush=True)
             seed = spec["seed"]
@@ -295,10 +353,11 @@ def run_study(args: PretrainingStudyArguments) -> dict:
                                      f"pretraining entry from {path} to train it again")
                 folder = os.path.join(args.output_dir, "models", key.replace("/", "-"))
                 record = finetune(args, spec["kind"], seed, init, folder, spec["budget"], spec["augment"])
-            results["runs"][key] = {**spec, **record}
-            _save(results, path)
+            results = _merge(path, partial(_add_run, key=key, run={**spec, **record}))
             print(f"[study] {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                  if isinstance(v, float)), flush=True)
+        _complete_pointing(args, path)
+        results = load_results(path)
     tables = study_tables(results, args)
     with open(os.path.join(args.output_dir, "tables.md"), "w") as handle:
         handle.write(tables)
@@ -341,18 +400,21 @@ def study_tables(results: dict, args: PretrainingStudyArguments) -> str:
         baseline = mean_and_range([baselines[str(budget)]]) if str(budget) in baselines else "-"
         lines.append(f"| {budget} | {args.finetune_steps} | {mean_and_range(pre)} | {mean_and_range(scratch)} | "
                      f"{gap} | {overlap} | {baseline} |")
-    smallest = args.budget_list[0]
     kinds = sorted({kind for key, run in results["runs"].items() if key.startswith("vqa/")
                     for kind in run.get("by_question_type", {})})
     if kinds:
-        lines += ["", f"| question type ({smallest} labelled questions), exact answers | pretrained | from scratch |",
-                  "|---|---:|---:|"]
+        lines += ["", "| question type, exact answers (pretrained / from scratch) | "
+                  + " | ".join(f"{budget} labelled questions" for budget in args.budget_list) + " |",
+                  "|---|" + "---:|" * len(args.budget_list)]
         for kind in kinds:
             cells = []
-            for name in ("pretrained", "scratch"):
-                runs = [results["runs"].get(f"vqa/{name}/n{smallest}/seed{s}", {}) for s in seeds]
-                cells.append(mean_and_range([r["by_question_type"][kind] for r in runs
-                                             if kind in r.get("by_question_type", {})]))
+            for budget in args.budget_list:
+                pair = []
+                for name in ("pretrained", "scratch"):
+                    runs = [results["runs"].get(f"vqa/{name}/n{budget}/seed{s}", {}) for s in seeds]
+                    pair.append(mean_and_range([r["by_question_type"][kind] for r in runs
+                                                if kind in r.get("by_question_type", {})], digits=0))
+                cells.append(" / ".join(pair))
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     if args.downstream == "nlvr2":
         pre = _values(results, "nlvr2/pretrained", "accuracy", seeds)
@@ -369,6 +431,8 @@ def study_tables(results: dict, args: PretrainingStudyArguments) -> str:
                        ("pointing accuracy, colour and shape words (%)", "pointing_accuracy"),
                        ("pointing accuracy, colour words (%)", "colour_pointing_accuracy"),
                        ("pointing accuracy, shape words (%)", "shape_pointing_accuracy"),
+                       ("pointing by the nearest patch (cosine, no transport) (%)", "similarity_pointing_accuracy"),
+                       ("pointing by the word's last-layer attention (%)", "attention_pointing_accuracy"),
                        ("pointing chance: a random patch (%)", "chance"),
                        ("pointing chance: mean box area share (%)", "box_area_share"),
                        ("masked colour word predicted (%)", "colour_masked_accuracy"),
@@ -380,9 +444,9 @@ def study_tables(results: dict, args: PretrainingStudyArguments) -> str:
     if pre_seconds:
         lines.append(f"| pretraining wall time per seed (s) | {np.mean(pre_seconds):.0f} |")
     if args.ablation_list:
-        smallest = args.budget_list[0]
+        smallest = args.ablation_budget
         lines += ["", f"| ablation (VQA at {smallest} labelled questions) | VQA score | MLM accuracy | ITM matched | "
-                  "ITM replaced | pointing |", "|---|---:|---:|---:|---:|---:|"]
+                  "ITM replaced | pointing (plan) | pointing (attention) |", "|---|---:|---:|---:|---:|---:|---:|"]
         rows = [("full: whole-word masking, WPA, no RandAugment", f"vqa/pretrained/n{smallest}", "full")]
         names = {"token_masking": "token masking instead of whole-word masking", "no_wpa": "without WPA",
                  "randaugment": "with RandAugment at fine-tuning"}
@@ -390,7 +454,8 @@ def study_tables(results: dict, args: PretrainingStudyArguments) -> str:
         rows.append(("no pretraining (scratch)", f"vqa/scratch/n{smallest}", None))
         for label, prefix, variant in rows:
             cells = [mean_and_range(_values(results, prefix, "vqa_score", seeds))]
-            for key in ("mlm_accuracy", "itm_accuracy_matched", "itm_accuracy_replaced", "pointing_accuracy"):
+            for key in ("mlm_accuracy", "itm_accuracy_matched", "itm_accuracy_replaced", "pointing_accuracy",
+                        "attention_pointing_accuracy"):
                 cells.append(mean_and_range(_values(results, f"pretrain/{variant}", key, seeds)) if variant else "-")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     seconds = sum(run.get("wall_seconds", 0.0) for run in results["runs"].values())

@@ -55,6 +55,11 @@ class WordPatchAlignment:
         resized_size (`(int, int)`): `(h, w)` of the image as the model saw it. patch_size (`int`): pixels per patch.
         distance (`float`): the optimal-transport distance `sum(cost * plan)` of the pair.
         cls_source (`str`): which attention the [CLS] map reads, e.g. `"last layer, mean of heads"`.
+        similarity_grids (`torch.FloatTensor` of shape `(num_words, GH, GW)`): each word's cosine similarity to each
+            patch (`1 - cost` of the plan's cost; word pieces summed), zero on padding patches: the nearest patch
+            without the transport's equal-mass constraint.
+        attention_grids (`torch.FloatTensor` of shape `(num_words, GH, GW)`): each word's attention weights over
+            the patches in the [CLS] map's layer and head(s) (word pieces summed), zero on padding patches.
     """
 
     image: np.ndarray
@@ -66,6 +71,8 @@ class WordPatchAlignment:
     patch_size: int
     distance: float
     cls_source: str = "last layer, mean of heads"
+    similarity_grids: torch.Tensor | None = None
+    attention_grids: torch.Tensor | None = None
 
     def on_image(self, grid: torch.Tensor) -> np.ndarray:
         """A `(GH, GW)` map -> its valid patches spread over the original image, `(H0, W0)`."""
@@ -152,8 +159,15 @@ def word_patch_alignment(model, processor, images, captions, layer: int = -1, he
             return grid.index_add(-1, index, values).unflatten(-1, (grid_h, grid_w))
 
         rows = plan[b, text_valid[b]][:, 1:].cpu()  # (n, L): valid text tokens over patches
+        similarity = (1.0 - cost[b]).masked_fill(~image_valid[b][None, :], 0.0)[text_valid[b]][:, 1:].cpu()  # (n, L)
+        text_positions = text_valid[b].nonzero().squeeze(1).cpu()
+        word_attention = head_mean(attention[b][:, text_positions, text_length + 1:].cpu(), head)  # (n, L)
         tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][b][text_valid[b]].tolist())
-        words, rows = _merge_word_pieces(tokens, rows) if merge_word_pieces else (tokens, rows)
+        if merge_word_pieces:
+            words, rows = _merge_word_pieces(tokens, rows)
+            similarity, word_attention = (_merge_word_pieces(tokens, x)[1] for x in (similarity, word_attention))
+        else:
+            words = tokens
         rows = rows / rows.sum(-1, keepdim=True).clamp(min=torch.finfo(rows.dtype).tiny)
         cls_row = head_mean(attention[b, :, 0, text_length + 1:].cpu(), head)  # (L,) text [CLS] -> patches
         results.append(WordPatchAlignment(
@@ -166,6 +180,8 @@ def word_patch_alignment(model, processor, images, captions, layer: int = -1, he
             patch_size=patch_size,
             distance=float((cost[b] * plan[b]).sum()),
             cls_source=layer_name(layer, head),
+            similarity_grids=to_grid(similarity),
+            attention_grids=to_grid(word_attention),
         ))
     return results
 
