@@ -10,8 +10,9 @@ safetensors weights, image processor, remote code); reload it with `AutoModelFor
 and check that it gives the same outputs. The recipe (a small DC5 ResNet on 64-pixel images, the backbone trained
 at the transformer's learning rate) is what fits a CPU budget; the paper's recipe is the training scripts' default.
 ViLT (`--vilt`, on by default; `python -m detrvilt.training.vilt.demo` runs it alone): pretrain on synthetic
-captions (MLM + ITM), fine-tune on synthetic VQA, print the VQA score against the majority answer, answer questions
-about a new picture, and draw a word-patch alignment, into `output_dir/vilt`.
+captions (MLM + ITM + WPA), fine-tune on synthetic VQA and the same from scratch, print both VQA scores against the
+majority answer, answer questions about a new picture, and draw the pretrained model's word-patch alignment, into
+`output_dir/vilt`.
 """
 
 from transformers import HfArgumentParser
