@@ -113,7 +113,7 @@ def test_the_pages_have_blocks_and_few_are_skipped():
 
 def test_the_readme_is_short_and_links_every_page():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 200
+    assert len(readme.splitlines()) <= 240  # a front page: the two commands, the measured results tables, links
     for page in PAGES[1:]:
         assert f"](docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
     assert ". .venv/bin/activate" in readme
@@ -184,7 +184,7 @@ TINY_VILT_DATA = "--synthetic_train_size 16 --synthetic_eval_size 8 --per_device
 DEMO_BUDGET = ("--max_steps 3 --batch_size 4 --train_images 16 --eval_images 4 --warmup_steps 1 --lr_drop_step 2 "
                "--no_progress_bar")
 VILT_DEMO_BUDGET = ("--pretrain_steps 2 --finetune_steps 2 --batch_size 8 --caption_images 16 --vqa_train_questions 32 "
-                    "--vqa_eval_questions 8")
+                    "--vqa_eval_questions 8 --pointing_images 8")
 
 
 def write_small_coco(workdir: Path) -> None:
@@ -216,6 +216,10 @@ BUDGETS = [
      f"{TINY_VILT_DATA} --max_steps 2 --save_strategy no --disable_tqdm true", None),
     (r"^python scripts/train_detr_panoptic\.py ",
      "--steps 2 --head_steps 1 --num_train_images 8 --num_eval_images 4 --log_every 0", None),
+    (r"^python benchmarks/vilt_pretraining\.py ",
+     "--seeds 0 --label_budgets 32 --ablations no_wpa --pretrain_steps 2 --caption_images 32 --finetune_steps 2 "
+     "--nlvr2_train_pairs 32 --nlvr2_steps 2 --vqa_eval_questions 10 --nlvr2_eval_pairs 10 --pretrain_eval_images 10 "
+     "--pointing_images 10 --hidden_size 32 --num_hidden_layers 1 --num_attention_heads 2", None),
     (r"^python benchmarks/run_all\.py --repeats",
      "--only preprocessing --repeats 1 --warmup 0 --output out/run_all.json", None),
 ]
