@@ -14,7 +14,11 @@ dropped after step 3600) with one change, its *arm*:
 - ``*_short`` (``plain_short``, ``group_short``, ``hybrid_short``): the arm on a schedule of 1875 steps (the drop after
   step 1500), half the 3750 steps plain DETR needs to reach the demo's target: what a method must reach it with.
   Up to step 1500 it is the full run, so it continues the full run's checkpoint of that step when there is one
-  (kept under ``<output_dir>/branches``), else it trains from the start.
+  (kept under ``<output_dir>/branches``), else it trains from the start;
+- ``backbone_short``, a diagnostic: ``plain_short`` whose backbone starts as the final model's of ``plain`` with the
+  same seed (kept under ``<output_dir>/final``), the transformer and heads new: how much of the steps go into
+  learning the backbone's features from scratch, which no query-side method speeds up; ``group_backbone_short`` and
+  ``hybrid_backbone_short``: the same start with the methods, whether they speed up the transformer's part.
 
 The model is evaluated every ``--eval_every`` steps (and at the end) on the 200 held-out images: COCO mAP of the
 final layer and of every decoder layer's output through the shared heads (the paper's Fig. 4). Each run writes
@@ -68,7 +72,18 @@ ARMS = {
     "plain_short": ("plain DETR, short schedule", {}, SHORT),
     "group_short": ("Group DETR, short schedule", {"num_query_groups": 11}, SHORT),
     "hybrid_short": ("H-DETR hybrid matching, short schedule", {"hybrid_queries": 30, "hybrid_repeats": 6}, SHORT),
+    "backbone_short": ("plain DETR, short schedule, backbone of plain's final model", {}, SHORT),
+    "group_backbone_short": ("Group DETR, short schedule, backbone of plain's final model", {"num_query_groups": 11},
+                             SHORT),
+    "hybrid_backbone_short": ("H-DETR hybrid matching, short schedule, backbone of plain's final model",
+                              {"hybrid_queries": 30, "hybrid_repeats": 6}, SHORT),
 }
+# Diagnostics: arm -> the full arm whose final model (same seed) gives this arm's backbone (the rest is new, as the
+# seed initialises it). If backbone_short reaches the target on the short schedule and plain_short does not, learning
+# the backbone's features from scratch is what takes the steps; the group and hybrid twins show whether the methods
+# speed up the transformer once the features are there (as with a pretrained backbone).
+BACKBONE_FROM = {"backbone_short": "plain", "group_backbone_short": "plain", "hybrid_backbone_short": "plain"}
+BACKBONE_PREFIX = "model.backbone."
 METRICS = ("map", "map_50", "map_75", "mar_100")
 
 
@@ -111,15 +126,16 @@ class ConvergenceArguments:
 
 
 def code_fingerprint() -> str:
-    """A hash of the package's DETR code (model, loss, data, training), stored with every run: runs to be compared
-    must come from the same code."""
-    import detrvilt
+    """A hash of the DETR code (the model and loss in `modeling/detr`, the package's data and training code without
+    ViLT's folders), stored with every run: runs to be compared must come from the same code."""
+    import detrvilt.modeling.detr  # installed from the top-level modeling/ folder
 
-    root = Path(detrvilt.__file__).parent
+    package = Path(detrvilt.__file__).parent
     digest = hashlib.sha256()
-    for folder in (root / "modeling" / "detr", root / "data", root / "training"):
+    for folder in (Path(detrvilt.modeling.detr.__file__).parent, package / "data", package / "training"):
         for path in sorted(folder.rglob("*.py")):
-            digest.update(path.read_bytes())
+            if "vilt" not in path.relative_to(folder).parts:  # ViLT's code does not change a DETR run
+                digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -189,6 +205,10 @@ def run_arm(arm: str, seed: int, args: ConvergenceArguments) -> dict | None:
     if record is not None and record.get("done"):
         print(f"{arm} seed {seed}: done already, skipped")
         return record
+    backbone_file = Path(args.output_dir) / "final" / f"{BACKBONE_FROM.get(arm)}_seed{seed}.safetensors"
+    if arm in BACKBONE_FROM and not backbone_file.is_file() and not checkpoints.is_dir():
+        raise FileNotFoundError(f"{backbone_file}: {arm} starts from this final model of {BACKBONE_FROM[arm]}; run "
+                                f"that arm with seed {seed} first")
     lock = run_file.with_suffix(".lock")
     if not claim(lock):
         print(f"{arm} seed {seed}: another worker runs it, skipped")
@@ -205,7 +225,7 @@ def run_arm(arm: str, seed: int, args: ConvergenceArguments) -> dict | None:
     model_args = replace(model_args, **model_overrides)
     latest = max(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
     branched_from = None
-    if latest is None and arm.endswith("_short"):
+    if latest is None and arm.endswith("_short") and arm.removesuffix("_short") in ARMS:
         # Until its drop the short schedule is the full one: start from the full run's checkpoint at that step.
         base = arm.removesuffix("_short")
         for folder in (Path(args.output_dir) / "branches", Path(args.output_dir) / "checkpoints"):
@@ -249,6 +269,8 @@ def run_arm(arm: str, seed: int, args: ConvergenceArguments) -> dict | None:
     processor = build_image_processor(data_args, num_labels=len(id2label))
     train_set, eval_set = torch_datasets(data_args, train, evaluation, processor)
     model = build_model(model_args, id2label)
+    if arm in BACKBONE_FROM and latest is None:
+        load_backbone(model, backbone_file)
     optimizer = create_detr_optimizer(model, train_args.learning_rate, train_args.backbone_learning_rate,
                                       train_args.weight_decay)
     scheduler = create_step_scheduler(optimizer, train_args.lr_drop_step, train_args.warmup_steps,
@@ -285,6 +307,12 @@ def run_arm(arm: str, seed: int, args: ConvergenceArguments) -> dict | None:
     clock["start"] = time.perf_counter()
     train_loop(accelerator, model, optimizer, loader, train_args.loop_config(), scheduler=scheduler, sampler=sampler,
                on_log=on_log)
+    if f"{arm}_short" in ARMS:  # the final weights, for the backbone diagnostic
+        from safetensors.torch import save_file
+
+        (Path(args.output_dir) / "final").mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()},
+                  str(Path(args.output_dir) / "final" / f"{arm}_seed{seed}.safetensors"))
     record["done"] = True
     write_json(run_file, record)
     branch = checkpoints / f"checkpoint-{SHORT['lr_drop_step']}"
@@ -294,6 +322,23 @@ def run_arm(arm: str, seed: int, args: ConvergenceArguments) -> dict | None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     lock.unlink(missing_ok=True)
     return record
+
+
+def load_backbone(model, path: Path) -> int:
+    """Copy the backbone's parameters and buffers (batch-norm statistics) from the saved state at `path` into `model`;
+    returns how many tensors were copied. A missing file or a backbone of another shape is an error."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the full run's final model is missing; run its arm (same seed) first")
+    saved = {k: v for k, v in load_file(str(path)).items() if k.startswith(BACKBONE_PREFIX)}
+    own = {k for k in model.state_dict() if k.startswith(BACKBONE_PREFIX)}
+    if not saved or set(saved) != own:
+        raise ValueError(f"{path}: its backbone tensors do not match the model's ({len(saved)} saved, {len(own)} "
+                         f"in the model, {len(set(saved) ^ own)} differ by name)")
+    missing, unexpected = model.load_state_dict(saved, strict=False)
+    assert not unexpected and not any(k.startswith(BACKBONE_PREFIX) for k in missing)
+    return len(saved)
 
 
 # ------------------------------------------------------------------------------------------------------ the report
@@ -458,8 +503,11 @@ def report(args: ConvergenceArguments) -> str:
     Path(args.output_dir, "tables.md").write_text(text)
     picture_dir = Path(args.picture_dir or args.output_dir)
     picture_dir.mkdir(parents=True, exist_ok=True)
-    plot_curves(runs, ["plain", "group", "hybrid", "plain_short", "group_short", "hybrid_short"],
+    plot_curves(runs, ["plain", "group", "hybrid", "plain_short", "group_short", "hybrid_short", "backbone_short"],
                 str(picture_dir / "detr_convergence.png"), "DETR at demo scale: held-out COCO mAP against steps")
+    plot_curves(runs, ["plain_short", "backbone_short", "group_backbone_short", "hybrid_backbone_short"],
+                str(picture_dir / "detr_convergence_backbone.png"),
+                "Short schedule from plain DETR's trained backbone (transformer and heads new)")
     plot_curves(runs, ["plain", "encoder0", "no_giou", "no_aux"], str(picture_dir / "detr_convergence_ablations.png"),
                 "The paper's ablations at demo scale")
     plot_layers(runs, ["plain", "group", "hybrid", "encoder0", "no_giou", "no_aux"],

@@ -91,3 +91,37 @@ def test_short_schedule_continues_the_full_runs_checkpoint(tmp_path, benchmark, 
     assert branched["done"] and branched["branched_from"] == "plain" and branched["resumed_at"] == [4]
     assert [e["step"] for e in branched["evals"]] == [2, 4, 6] and branched["max_steps"] == 6
     assert branched["evals"][:2] == full["evals"][:2]
+
+
+def test_backbone_diagnostic_starts_from_the_full_runs_backbone_only(tmp_path, benchmark, fresh_accelerate_state):
+    import torch
+    from safetensors.torch import load_file
+
+    from detrvilt.training.detr.demo import DemoArguments, demo_configuration
+    from detrvilt.training.detr.recipes import build_model
+
+    main, load_backbone = benchmark["main"], benchmark["load_backbone"]
+    with pytest.raises(FileNotFoundError, match="plain_seed0"):  # the full run must come first
+        main(["--output_dir", str(tmp_path), "--arms", "backbone_short", *TINY])
+    main(["--output_dir", str(tmp_path), "--arms", "plain", *TINY])
+    saved = load_file(str(tmp_path / "final" / "plain_seed0.safetensors"))
+
+    model_args, _, _ = demo_configuration(DemoArguments(vilt=False))
+    torch.manual_seed(1)
+    model = build_model(model_args, {0: "circle", 1: "square", 2: "triangle"})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = load_backbone(model, tmp_path / "final" / "plain_seed0.safetensors")
+    after = model.state_dict()
+    backbone = [k for k in after if k.startswith("model.backbone.")]
+    assert copied == len(backbone) > 40  # parameters and batch-norm statistics
+    assert all(torch.equal(after[k], saved[k]) for k in backbone)
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in backbone)  # the transformer stays new
+    assert not torch.equal(after["model.input_projection.weight"], saved["model.input_projection.weight"])
+
+    small = build_model(demo_configuration(DemoArguments(vilt=False, backbone="resnet18"))[0], {0: "a"})
+    with pytest.raises(ValueError, match="backbone tensors do not match"):
+        load_backbone(small, tmp_path / "final" / "plain_seed0.safetensors")
+
+    main(["--output_dir", str(tmp_path), "--arms", "backbone_short", *TINY])
+    record = json.loads((tmp_path / "runs" / "backbone_short_seed0.json").read_text())
+    assert record["done"] and "branched_from" not in record and [e["step"] for e in record["evals"]] == [2, 4, 6]
