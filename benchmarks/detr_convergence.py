@@ -437,6 +437,10 @@ def tables(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_count(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
 def plot_curves(runs: dict[str, list[dict]], arms: list[str], path: str, title: str) -> None:
     """mAP@0.5 and mAP against steps (mean over seeds, min-max band) for `arms`, with the demo's targets."""
     from detrvilt.viz.common import save_figure  # small palette PNGs
@@ -451,7 +455,7 @@ def plot_curves(runs: dict[str, list[dict]], arms: list[str], path: str, title: 
         steps = [e["step"] for e in records[0]["evals"]]
         for axis, key in zip(axes, ("map_50", "map"), strict=True):
             values = np.array([[e[key] for e in r["evals"]] for r in records if len(r["evals"]) == len(steps)])
-            line, = axis.plot(steps, values.mean(0), label=f"{arm} ({len(values)} seeds)")
+            line, = axis.plot(steps, values.mean(0), label=f"{arm} ({seed_count(len(values))})")
             axis.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
     drops = sorted({r["lr_drop_step"] for arm in arms if arm in runs for r in runs[arm]})
     for axis, key, name in zip(axes, ("map_50", "map"), ("mAP@0.5", "mAP@[.5:.95]"), strict=True):
@@ -483,7 +487,7 @@ def plot_layers(runs: dict[str, list[dict]], arms: list[str], path: str) -> None
             values = np.array([final(r)["layers"][key] for r in runs[arm]])
             layers = np.arange(1, values.shape[1] + 1)
             axis.errorbar(layers, values.mean(0), yerr=[values.mean(0) - values.min(0), values.max(0) - values.mean(0)],
-                          marker="o", capsize=3, label=arm)
+                          marker="o", capsize=3, label=f"{arm} ({seed_count(len(values))})")
     for axis, name in zip(axes, ("mAP@0.5", "mAP@[.5:.95]"), strict=True):
         axis.set_xlabel("decoder layer whose output is scored")
         axis.set_ylabel(name)
